@@ -1,0 +1,1 @@
+"""Surgical fine-tuning engine: layer groups, surgical fine-tuning, Auto-RGN, built-in data."""
