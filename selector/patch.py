@@ -1,0 +1,64 @@
+"""Fine-tuned weights as a small patch over the pretrained model.
+
+Surgical fine-tuning changes only the tuned groups, so the useful artifact is the set of tensors
+that differ from the pretrained weights: for a block-1 trial that is a few percent of the model.
+A patch is a safetensors file (no pickle: safe to load from anyone) whose metadata carries the
+manifest; applying it is ``load_state_dict(patch, strict=False)`` after checking every key and
+shape exists in the target model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+FORMAT = "surgical-patch/1"
+
+
+def diff_state_dict(
+    pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Tensors of ``finetuned`` that differ (bit for bit) from ``pretrained``."""
+    missing = sorted(set(finetuned) - set(pretrained))
+    if missing:
+        raise KeyError(f"fine-tuned weights have keys the pretrained model lacks: {missing[:5]}")
+    return {
+        name: tensor.detach().cpu().contiguous().clone()
+        for name, tensor in finetuned.items()
+        if not torch.equal(tensor.detach().cpu(), pretrained[name].detach().cpu())
+    }
+
+
+def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], manifest: Mapping[str, Any]) -> Path:
+    """Write tensors with a JSON manifest in the safetensors metadata (strings only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": FORMAT, "manifest": json.dumps(manifest, sort_keys=True, default=str)}
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return json.loads(metadata.get("manifest", "{}"))
+
+
+def apply_patch(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a patch into ``model`` in place; every tensor must match a key and shape."""
+    patch = load_file(str(path))
+    state = model.state_dict()
+    unknown = [name for name in patch if name not in state]
+    if unknown:
+        raise KeyError(f"patch {path} names tensors the model does not have: {unknown[:5]}")
+    wrong = [n for n, t in patch.items() if tuple(t.shape) != tuple(state[n].shape)]
+    if wrong:
+        raise ValueError(f"patch {path} has tensors of another shape than the model: {wrong[:5]}")
+    model.load_state_dict(patch, strict=False)
+    return model

@@ -1,0 +1,66 @@
+"""The ``surgical`` command: the service's commands (``app.cli``) plus the ones that need torch
+(``worker``, ``groups``, ``data``, ``run``). Torch is imported inside those commands only, so
+``surgical serve`` and the client commands stay light."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli import app as cli
+
+data_cli = typer.Typer(help="Built-in data and source models.", no_args_is_help=True)
+cli.add_typer(data_cli, name="data")
+
+
+@cli.command()
+def worker(
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present)")] = None,
+    drain: Annotated[bool, typer.Option(help="Exit once no job has work left.")] = False,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Claim jobs and run their trials until stopped (SIGTERM: after the current trial)."""
+    from app.settings import Settings
+    from workers.loop import build_context, run_worker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = build_context(Settings(), device=device)
+    run_worker(ctx, drain=drain)
+
+
+@cli.command()
+def groups(
+    model: Annotated[str, typer.Argument(help="torchvision name (resnet50), cifar_resnet, a file, or pkg.mod:fn")],
+    granularity: Annotated[str, typer.Option(help="stage or block")] = "stage",
+) -> None:
+    """Print a model's layer groups as a table."""
+    from selector.__main__ import main as selector_main
+
+    raise typer.Exit(selector_main(["groups", model, "--granularity", granularity]))
+
+
+@data_cli.command("prepare")
+def data_prepare(data_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None) -> None:
+    """Build and cache every built-in source model ahead of time."""
+    from selector.__main__ import main as selector_main
+
+    raise typer.Exit(selector_main(["data", "prepare", *(["--data-dir", str(data_dir)] if data_dir else [])]))
+
+
+@data_cli.command("grid")
+def data_grid(out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("shifts.png")) -> None:
+    """Save a grid of example images for every built-in shift."""
+    from selector.__main__ import main as selector_main
+
+    raise typer.Exit(selector_main(["data", "grid", "--out", str(out)]))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Resolve a job's model and data references into tensors, once per worker per job.
+
+Loading a model and corrupting a dataset costs seconds; a job runs dozens of trials. So inputs
+are cached per (model, data, seed) in a small LRU: a worker that helps several jobs keeps the
+last few, and each trial still trains a fresh copy of the pretrained weights (the engine copies).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
+
+
+class InputError(Exception):
+    """The job's model or data cannot be loaded; the job fails before any trial."""
+
+
+@dataclass
+class JobInputs:
+    model: nn.Module
+    groups: list[LayerGroup]
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    description: str
+    device: str | None = None
+    _baseline: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def group_names(self) -> list[str]:
+        return [group.name for group in self.groups]
+
+    def baseline(self) -> dict[str, Any]:
+        """The untouched model's accuracy: the leaderboard's "no fine-tuning" row."""
+        if self._baseline is None:
+            _, val_acc = evaluate(self.model, self.val, device=self.device)
+            test_acc = None
+            if self.test is not None:
+                _, test_acc = evaluate(self.model, self.test, device=self.device)
+            self._baseline = {"val_acc": float(val_acc), "test_acc": test_acc}
+        return self._baseline
+
+    def rgn_profile(self, batches: int = 5, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+        """Mean normalised relative gradient norm per group on a few shuffled training batches
+        (Auto-RGN's view of which groups the target data wants to change)."""
+        generator = torch.Generator().manual_seed(seed)
+        loader = DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=generator)
+        taken = []
+        for index, batch in enumerate(loader):
+            if index >= batches:
+                break
+            taken.append(batch)
+        norms = relative_gradient_norms(self.model, taken)
+        top = max(norms.values(), default=0.0) or 1.0
+        profile = {}
+        for group in self.groups:
+            values = [norms[name] / top for name in group.parameters if name in norms]
+            if values:
+                profile[group.name] = float(sum(values) / len(values))
+        return profile
+
+
+def local_path(uri: str) -> Path:
+    """A ``file://`` URI or plain path as a local path (the API already confined it to the
+    configured data roots)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path if parsed.scheme else uri))
+    raise InputError(f"only local files are supported by this worker, got {uri!r}")
+
+
+def load_inputs(spec: dict[str, Any], *, data_dir: Path, device: str | None) -> JobInputs:
+    """Build the model, its layer groups and the three splits a job's trials train on."""
+    model_ref, data_ref = spec["model"], spec["data"]
+    search = spec.get("search", {})
+    seed = int(spec.get("seed", 0))
+    try:
+        model, train, val, test, description = _resolve(model_ref, data_ref, seed, data_dir)
+        groups = discover_groups(
+            model, granularity=search.get("granularity", "stage"), custom=search.get("groups")
+        )
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(f"{type(error).__name__}: {error}") from error
+    model.eval()
+    return JobInputs(model, groups, train, val, test, description, device)
+
+
+def _resolve(model_ref: dict[str, Any], data_ref: dict[str, Any], seed: int, data_dir: Path):
+    from selector import builtin, inputs
+
+    model: nn.Module | None = None
+    if model_ref["source"] != "builtin":
+        model = _load_model(model_ref)
+    if data_ref["source"] == "builtin":
+        case = builtin.load_case(
+            data_ref.get("name", "mnist"),
+            shift=data_ref.get("shift"),
+            severity=data_ref.get("severity"),
+            seed=seed,
+            n_per_class=data_ref.get("n_per_class", 100),
+            n_val=data_ref.get("n_val", 20),
+            n_test=data_ref.get("n_test", 80),
+            data_dir=data_dir,
+            model=model_ref.get("name") if model_ref["source"] == "builtin" else None,
+        )
+        description = f"builtin {case.name}/{case.shift} severity {case.severity} ({case.kind}-level shift)"
+        return model or case.model, case.train, case.val, case.test, description
+    if model is None:
+        model = builtin.load_source_model(model_ref["name"], data_dir=data_dir)
+    if data_ref["source"] == "imagefolder":
+        splits = inputs.load_imagefolder_splits(
+            local_path(data_ref["train"]),
+            local_path(data_ref["val"]),
+            local_path(data_ref["test"]) if data_ref.get("test") else None,
+        )
+    elif data_ref["source"] == "tensors":
+        splits = inputs.load_tensor_splits(local_path(data_ref["path"]))
+    else:
+        raise InputError(f"unknown data source {data_ref['source']!r}")
+    train, val, test = splits
+    return model, train, val, test, f"{data_ref['source']} data"
+
+
+def _load_model(ref: dict[str, Any]) -> nn.Module:
+    from selector import inputs
+
+    source = ref["source"]
+    if source == "torchvision":
+        weights = local_path(ref["weights"]) if ref.get("weights") else None
+        return inputs.load_model(ref["arch"], weights=weights, num_classes=ref.get("num_classes"))
+    if source == "torchscript":
+        return inputs.load_model(local_path(ref["path"]))
+    if source == "factory":
+        return inputs.load_model(ref["target"], **ref.get("kwargs", {}))
+    raise InputError(f"unknown model source {source!r}")
+
+
+class InputsCache:
+    """A bounded, thread-safe LRU of loaded job inputs."""
+
+    def __init__(self, data_dir: Path, device: str | None, size: int = 2) -> None:
+        self._data_dir = data_dir
+        self._device = device
+        self._size = size
+        self._items: OrderedDict[str, JobInputs] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, spec: dict[str, Any]) -> JobInputs:
+        key = json.dumps(
+            {k: spec.get(k) for k in ("model", "data", "seed")}
+            | {"groups": spec.get("search", {}).get("groups"),
+               "granularity": spec.get("search", {}).get("granularity")},
+            sort_keys=True,
+        )
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        loaded = load_inputs(spec, data_dir=self._data_dir, device=self._device)
+        with self._lock:
+            self._items[key] = loaded
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return loaded

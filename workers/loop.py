@@ -1,0 +1,161 @@
+"""The worker loop: claim, help, poll, heartbeat, signals — separate from executing a job.
+
+One worker runs one trial at a time on its own device. Each pass of the loop:
+
+1. returns stale jobs (their owner stopped heartbeating) to the queue;
+2. claims the oldest queued job and runs it as its owner; otherwise
+3. helps a running job whose study is ready and whose budget has slots left; otherwise
+4. sleeps (or, with ``drain``, returns: no job has work left for it).
+
+SIGTERM (or SIGINT) asks the worker to stop after its current trial; a second one stops it at
+once. A job owned by a stopping worker goes back to the queue and its next owner resumes the
+study where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from types import FrameType
+
+from app import store
+from app.db import make_engine, make_session_factory
+from app.settings import Settings
+from workers.context import WorkerContext
+from workers.execute import execute_as_helper, execute_as_owner
+from workers.loading import InputsCache
+from workers.storage import open_artifact_store, open_storage
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def build_context(settings: Settings, *, device: str | None = None, worker_id: str | None = None) -> WorkerContext:
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    worker_id = worker_id or new_worker_id()
+
+    def give_slot_back(study, trial) -> None:  # a dead worker's trial will be re-run
+        job_id = study.study_name.removeprefix("job-")
+        session = session_factory()
+        try:
+            store.release_trial_slot(session, job_id)
+            session.commit()
+        finally:
+            session.close()
+
+    storage = open_storage(
+        settings.optuna_storage_url or settings.database_url,
+        heartbeat_interval=settings.trial_heartbeat_seconds,
+        grace_period=settings.trial_grace_seconds,
+        on_stale=give_slot_back,
+    )
+    artifacts = open_artifact_store(str(settings.artifact_dir), settings.artifact_s3_bucket)
+    return WorkerContext(
+        settings=settings,
+        session_factory=session_factory,
+        storage=storage,
+        artifact_store=artifacts,
+        worker_id=worker_id,
+        device=device,
+        cache=InputsCache(settings.data_dir, device),
+    )
+
+
+class JobHeartbeat:
+    """Beats the owned job's row from a background thread while the owner trains."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
+        self._ctx, self._job_id = ctx, job_id
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+        self.lost = threading.Event()
+
+    def __enter__(self) -> JobHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._ctx.settings.heartbeat_seconds):
+            try:
+                with self._ctx.session() as session:
+                    if not store.heartbeat(session, self._job_id, self._ctx.worker_id):
+                        log.warning("lost ownership of job %s", self._job_id)
+                        self.lost.set()
+                        self._ctx.stop.set()
+                        return
+            except Exception:  # a database hiccup: try again next beat
+                log.exception("heartbeat for job %s failed", self._job_id)
+
+
+def run_once(ctx: WorkerContext) -> bool:
+    """One pass of the loop; True when it found work."""
+    with ctx.session() as session:
+        requeued = store.requeue_stale(session, timedelta(seconds=ctx.settings.stale_after_seconds))
+    if requeued:
+        log.info("requeued stale jobs: %s", ", ".join(requeued))
+    with ctx.session() as session:
+        job = store.claim_next(session, ctx.worker_id)
+        if job is not None:
+            session.expunge(job)
+    if job is not None:
+        log.info("worker %s owns job %s", ctx.worker_id, job.id)
+        with JobHeartbeat(ctx, job.id):
+            execute_as_owner(ctx, job)
+        return True
+    with ctx.session() as session:
+        candidates = store.joinable_jobs(session, timedelta(seconds=ctx.settings.stale_after_seconds))
+        for candidate in candidates:
+            session.expunge(candidate)
+    for candidate in candidates:
+        if store_has_free_slot(ctx, candidate):
+            log.info("worker %s helps job %s", ctx.worker_id, candidate.id)
+            execute_as_helper(ctx, candidate)
+            return True
+    return False
+
+
+def store_has_free_slot(ctx: WorkerContext, job) -> bool:
+    with ctx.session() as session:
+        return store.has_free_trial_slot(session, job.id)
+
+
+def run_worker(ctx: WorkerContext, *, drain: bool = False, poll_seconds: float = 1.0) -> None:
+    """Serve jobs until stopped (or, with ``drain``, until no job has work left)."""
+    install_signal_handlers(ctx)
+    log.info("worker %s started (device %s%s)", ctx.worker_id, ctx.device or "auto", ", drain" if drain else "")
+    while not ctx.stop.is_set():
+        found = run_once(ctx)
+        if not found:
+            if drain:
+                break
+            ctx.stop.wait(poll_seconds)
+    log.info("worker %s stopped", ctx.worker_id)
+
+
+def install_signal_handlers(ctx: WorkerContext) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if ctx.stop.is_set():
+            ctx.stop_now.set()
+            log.warning("second signal: stopping now")
+            raise KeyboardInterrupt
+        log.info("signal %s: stopping after the current trial", signal.Signals(signum).name)
+        ctx.stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

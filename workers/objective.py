@@ -1,0 +1,198 @@
+"""Where Optuna meets the engine: an Optuna trial becomes a plain :class:`TrialSpec`, the spec
+runs through ``selector``, and the outcome goes back to Optuna as a value and user attributes.
+
+Nothing else in the project imports both ``optuna`` and ``selector``. The encoding of the search
+space into Optuna parameters lives here too, so strategies (which enqueue trials) and the
+objective (which reads them back) can never disagree about parameter names.
+
+Parameters by strategy:
+
+* ``paper`` — ``part`` (categorical: a group name, ``all`` or ``auto-rgn``) and ``lr``
+  (categorical over the paper's grid), explored exhaustively by a grid sampler.
+* every other strategy — ``start``/``length`` (ints, a contiguous range of groups) and ``lr``
+  (log-uniform); trials that run a different method (``auto-rgn``) are enqueued with a
+  ``method`` user attribute and only ``lr`` as parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from torch.utils.data import Dataset
+
+from app import trial_attrs as attrs
+from selector import EpochMetrics, FinetuneResult, LayerGroup
+from selector import auto_rgn_finetune, auto_snr_finetune, surgical_finetune
+from selector.space import ALL, TrialSpec, contiguous, label_for
+
+PART = "part"
+START = "start"
+LENGTH = "length"
+LR = "lr"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the objective needs to decode a trial: the model's groups and the user's ranges."""
+
+    strategy: str
+    group_names: tuple[str, ...]
+    lr_min: float
+    lr_max: float
+    lr_choices: tuple[float, ...] = ()
+    parts: tuple[str, ...] = ()
+
+    def decode(self, trial: optuna.Trial) -> TrialSpec:
+        """Map a live Optuna trial onto a plain spec, suggesting any parameter not yet fixed."""
+        if self.strategy == "paper":
+            part = str(trial.suggest_categorical(PART, list(self.parts)))
+            lr = float(trial.suggest_categorical(LR, list(self.lr_choices)))
+            if part == "auto-rgn":
+                return TrialSpec("auto-rgn", (), lr, "auto-rgn")
+            groups = self.group_names if part == ALL else (part,)
+            return TrialSpec("surgical", groups, lr, label_for(self.group_names, groups))
+
+        method = str(trial.user_attrs.get(attrs.METHOD, "surgical"))
+        if self.strategy == "auto-rgn":
+            method = "auto-rgn"
+        lr = trial.suggest_float(LR, self.lr_min, self.lr_max, log=True)
+        if method in ("auto-rgn", "auto-snr"):
+            return TrialSpec(method, (), lr, method)
+        depth = len(self.group_names)
+        start = trial.suggest_int(START, 0, depth - 1)
+        length = trial.suggest_int(LENGTH, 1, depth)
+        groups = contiguous(self.group_names, start, length)
+        return TrialSpec("surgical", groups, lr, label_for(self.group_names, groups))
+
+
+def encode(space: SearchSpace, spec: TrialSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parameters and user attributes that make ``decode`` return ``spec`` (for enqueueing)."""
+    user_attrs: dict[str, Any] = {attrs.METHOD: spec.method, attrs.LABEL: spec.label}
+    if space.strategy == "paper":
+        part = "auto-rgn" if spec.method == "auto-rgn" else spec.label
+        return {PART: part, LR: spec.lr}, user_attrs
+    if spec.method != "surgical":
+        return {LR: spec.lr}, user_attrs
+    start = space.group_names.index(spec.groups[0])
+    return {START: start, LENGTH: len(spec.groups), LR: spec.lr}, user_attrs
+
+
+@dataclass
+class TrainingSetup:
+    """Everything a trial trains with; loaded once per worker per job."""
+
+    model: Any
+    groups: Sequence[LayerGroup]
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    epochs: int
+    batch_size: int
+    seed: int
+    device: str | None
+
+
+BestHook = Callable[[optuna.Trial, TrialSpec, FinetuneResult], None]
+
+
+def make_objective(
+    space: SearchSpace,
+    setup: TrainingSetup,
+    *,
+    worker_id: str,
+    on_result: BestHook | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The function handed to ``study.optimize``.
+
+    It reports validation accuracy per epoch (the pruner's input), returns the best validation
+    accuracy (the paper selects learning rate and epoch on validation), and records the test
+    accuracy at that epoch plus cost figures as user attributes. ``on_result`` lets the caller
+    keep the weights of a new best trial.
+    """
+
+    def objective(trial: optuna.Trial) -> float:
+        spec = space.decode(trial)
+        trial.set_user_attr(attrs.LABEL, spec.label)
+        trial.set_user_attr(attrs.METHOD, spec.method)
+        trial.set_user_attr(attrs.GROUPS, list(spec.groups) if spec.method == "surgical" else [])
+        trial.set_user_attr(attrs.LR, spec.lr)
+        trial.set_user_attr(attrs.WORKER, worker_id)
+        trial.set_user_attr(attrs.DEVICE, setup.device or "auto")
+        history: list[float] = []
+
+        def on_epoch(metrics: EpochMetrics) -> bool:
+            history.append(metrics.val_acc)
+            trial.set_user_attr(attrs.VAL_ACC_PER_EPOCH, list(history))
+            trial.report(metrics.val_acc, metrics.epoch)
+            if not math.isfinite(metrics.train_loss):
+                trial.set_user_attr(attrs.FAIL_REASON, f"training diverged at epoch {metrics.epoch} (loss {metrics.train_loss})")
+                raise optuna.TrialPruned(f"diverged at epoch {metrics.epoch}")
+            if trial.should_prune():
+                trial.set_user_attr(
+                    attrs.FAIL_REASON,
+                    f"pruned at epoch {metrics.epoch}: validation accuracy {metrics.val_acc:.4f} "
+                    "below the pruner's threshold",
+                )
+                raise optuna.TrialPruned(f"pruned at epoch {metrics.epoch}")
+            return False
+
+        started = time.perf_counter()
+        try:
+            result = run_spec(spec, setup, on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
+            raise
+        except Exception as error:  # recorded, then re-raised so Optuna marks the trial FAIL
+            trial.set_user_attr(attrs.FAIL_REASON, f"{type(error).__name__}: {error}")
+            trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
+            raise
+        trial.set_user_attr(attrs.VAL_ACC_PER_EPOCH, [m.val_acc for m in result.epochs])
+        trial.set_user_attr(attrs.BEST_EPOCH, result.best_epoch)
+        trial.set_user_attr(attrs.TEST_ACC, result.test_acc)
+        trial.set_user_attr(attrs.TUNED_PARAMS, result.tuned_params)
+        trial.set_user_attr(attrs.TUNED_SHARE, result.tuned_share)
+        trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
+        if result.method != "surgical":
+            trial.set_user_attr(attrs.GROUPS, _groups_touched(setup.groups, result))
+        if on_result is not None:
+            on_result(trial, spec, result)
+        return float(result.best_val_acc)
+
+    return objective
+
+
+def run_spec(
+    spec: TrialSpec,
+    setup: TrainingSetup,
+    *,
+    on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
+) -> FinetuneResult:
+    """Run one trial spec through the engine (a fresh copy of the pretrained weights)."""
+    common: dict[str, Any] = dict(
+        lr=spec.lr,
+        epochs=setup.epochs,
+        batch_size=setup.batch_size,
+        seed=setup.seed,
+        device=setup.device,
+        on_epoch=on_epoch,
+        groups=list(setup.groups),
+    )
+    if spec.method == "surgical":
+        return surgical_finetune(
+            setup.model, list(spec.groups), setup.train, setup.val, setup.test, **common
+        )
+    if spec.method == "auto-rgn":
+        return auto_rgn_finetune(setup.model, setup.train, setup.val, setup.test, **common)
+    if spec.method == "auto-snr":
+        return auto_snr_finetune(setup.model, setup.train, setup.val, setup.test, **common)
+    return surgical_finetune(setup.model, [], setup.train, setup.val, setup.test, **common)
+
+
+def _groups_touched(groups: Sequence[LayerGroup], result: FinetuneResult) -> list[str]:
+    tuned = set(result.tuned_parameter_names)
+    return [group.name for group in groups if tuned.intersection(group.parameters)]

@@ -1,0 +1,90 @@
+"""PNG plots of a finished job: what people would rather look at than tables.
+
+* ``accuracy_by_part.png`` — test (and validation) accuracy per tuned part at its selected
+  learning rate, with no fine-tuning and full fine-tuning as reference lines (the paper's Fig. 2).
+* ``auto_rgn_profile.png`` — Auto-RGN's mean normalised relative gradient norm per layer group.
+* ``search_history.png`` — validation accuracy of every trial in order, with the best so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_by_part(path: Path, leaderboard: Sequence[dict[str, Any]], title: str) -> Path:
+    plt = _pyplot()
+    rows = [r for r in leaderboard if r["method"] != "none"]
+    reference = {r["label"]: r for r in leaderboard}
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8), dpi=110)
+    labels = [r["label"] for r in rows]
+    test = [100 * (r["test_acc"] if r["test_acc"] is not None else r["val_acc"]) for r in rows]
+    val = [100 * r["val_acc"] for r in rows]
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], val, width=0.4, label="validation", color="#9ecae1")
+    ax.bar([x + 0.2 for x in xs], test, width=0.4, label="test", color="#3182bd")
+    if "no fine-tuning" in reference:
+        ax.axhline(100 * reference["no fine-tuning"]["val_acc"], color="grey", ls=":", label="no fine-tuning (val)")
+    if "all" in reference and reference["all"]["test_acc"] is not None:
+        ax.axhline(100 * reference["all"]["test_acc"], color="#e6550d", ls="--", label="full fine-tuning (test)")
+    ax.set_xticks(list(xs), labels, rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    low = min(val + test) if rows else 0
+    ax.set_ylim(max(0.0, low - 10), 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_rgn_profile(path: Path, profile: dict[str, float], group_names: Sequence[str]) -> Path:
+    plt = _pyplot()
+    names = [n for n in group_names if n in profile]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(names) + 2), 3.2), dpi=110)
+    ax.bar(names, [profile[n] for n in names], color="#31a354")
+    ax.set_ylabel("mean RGN weight (max = 1)")
+    ax.set_title("Auto-RGN: relative gradient norm per layer group")
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_search_history(path: Path, trials: Sequence[dict[str, Any]]) -> Path:
+    """``trials``: dicts with ``number``, ``value`` (None unless complete) and ``label``."""
+    plt = _pyplot()
+    done = sorted((t for t in trials if t["value"] is not None), key=lambda t: t["number"])
+    fig, ax = plt.subplots(figsize=(6.0, 3.5), dpi=110)
+    labels = sorted({t["label"] for t in done})
+    cmap = plt.get_cmap("tab10")
+    for index, label in enumerate(labels):
+        points = [t for t in done if t["label"] == label]
+        ax.scatter([t["number"] for t in points], [100 * t["value"] for t in points],
+                   label=label, color=cmap(index % 10), s=24)
+    best, running = [], float("-inf")
+    for t in done:
+        running = max(running, t["value"])
+        best.append(100 * running)
+    ax.step([t["number"] for t in done], best, where="post", color="black", lw=1, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Search history")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
