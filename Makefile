@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 test: setup
 	bash .ci/ensure-postgres
+	bash .ci/ensure-tools
 	$(BIN)/python -m pytest
 
 run: setup

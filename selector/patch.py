@@ -3,8 +3,7 @@
 Surgical fine-tuning changes only the tuned groups, so the useful artifact is the set of tensors
 that differ from the pretrained weights: for a block-1 trial that is a few percent of the model.
 A patch is a safetensors file (no pickle: safe to load from anyone) whose metadata carries the
-manifest; applying it is ``load_state_dict(patch, strict=False)`` after checking every key and
-shape exists in the target model.
+manifest; ``app.client.apply_patch`` loads it into a model after checking every key and shape.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
-from torch import nn
+from safetensors.torch import safe_open, save_file
 
 FORMAT = "surgical-patch/1"
 
@@ -48,17 +46,3 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     return json.loads(metadata.get("manifest", "{}"))
-
-
-def apply_patch(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a patch into ``model`` in place; every tensor must match a key and shape."""
-    patch = load_file(str(path))
-    state = model.state_dict()
-    unknown = [name for name in patch if name not in state]
-    if unknown:
-        raise KeyError(f"patch {path} names tensors the model does not have: {unknown[:5]}")
-    wrong = [n for n, t in patch.items() if tuple(t.shape) != tuple(state[n].shape)]
-    if wrong:
-        raise ValueError(f"patch {path} has tensors of another shape than the model: {wrong[:5]}")
-    model.load_state_dict(patch, strict=False)
-    return model

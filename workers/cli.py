@@ -11,9 +11,46 @@ from typing import Annotated
 import typer
 
 from app.cli import app as cli
+from app.cli_client import register as register_client_commands
 
+register_client_commands(cli)
 data_cli = typer.Typer(help="Built-in data and source models.", no_args_is_help=True)
 cli.add_typer(data_cli, name="data")
+
+
+@cli.command()
+def run(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    dashboard_port: Annotated[int, typer.Option(help="Dashboard port.")] = 8080,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core or GPU).")] = None,
+    demo: Annotated[bool, typer.Option(help="Submit the built-in demo job and show its leaderboard.")] = True,
+    exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo job has finished.")] = False,
+) -> None:
+    """Run the whole product locally: API, workers, dashboard, and a demo job."""
+    from workers.embedded import run_embedded
+
+    raise typer.Exit(run_embedded(port=port, dashboard_port=dashboard_port, workers=workers,
+                                  demo=demo, exit_after_demo=exit_after_demo))
+
+
+@cli.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="Interface; keep loopback unless --read-only behind a proxy.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every mutating request.")] = False,
+) -> None:
+    """Serve the Optuna dashboard on the jobs' studies and artifacts."""
+    from app.dashboard import make_dashboard_server
+    from app.settings import Settings
+
+    server = make_dashboard_server(Settings(), host, port, readonly=read_only)
+    typer.echo(f"dashboard on http://{host}:{port}/dashboard{' (read-only)' if read_only else ''}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @cli.command()

@@ -24,12 +24,13 @@ from datetime import timedelta
 from types import FrameType
 
 from app import store
+from app.artifacts import make_artifact_store
 from app.db import make_engine, make_session_factory
 from app.settings import Settings
 from workers.context import WorkerContext
 from workers.execute import execute_as_helper, execute_as_owner
 from workers.loading import InputsCache
-from workers.storage import open_artifact_store, open_storage
+from workers.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def build_context(settings: Settings, *, device: str | None = None, worker_id: s
             session.close()
 
     storage = open_storage(
-        settings.optuna_storage_url or settings.database_url,
+        settings.storage_url,
         heartbeat_interval=settings.trial_heartbeat_seconds,
         grace_period=settings.trial_grace_seconds,
         on_stale=give_slot_back,
     )
-    artifacts = open_artifact_store(str(settings.artifact_dir), settings.artifact_s3_bucket)
+    artifacts = make_artifact_store(settings)
     return WorkerContext(
         settings=settings,
         session_factory=session_factory,

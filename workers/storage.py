@@ -69,17 +69,3 @@ def open_storage(
     )
     serialise_sqlite_writers(storage.engine)
     return storage
-
-
-def open_artifact_store(artifact_dir: str, s3_bucket: str | None = None) -> Any:
-    """The same store the API and the dashboard read: file system, or S3 when configured."""
-    if s3_bucket:
-        from optuna.artifacts import Boto3ArtifactStore
-
-        return Boto3ArtifactStore(s3_bucket)
-    from pathlib import Path
-
-    from optuna.artifacts import FileSystemArtifactStore
-
-    Path(artifact_dir).mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(artifact_dir)

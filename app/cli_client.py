@@ -1,0 +1,204 @@
+"""The CLI's remote commands, built on :class:`app.client.Client` alone.
+
+``surgical submit|status|wait|result|trials|cancel|download|list|delete`` talk to a running service
+(``--url`` / ``SURGICAL_URL``, ``--api-key`` / ``SURGICAL_API_KEY``). Human output is a table;
+``--json`` prints the API's JSON for scripts. Any error ends as one readable line on stderr and a
+non-zero exit status (1 for API errors, 2 for usage, 3 when a waited-for job failed or was
+cancelled, 4 on a wait timeout).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from pydantic import BaseModel
+
+from app.client import DEFAULT_URL, Client, JobNotSucceeded, SurgicalError, WaitTimeout
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="SURGICAL_URL", help="Service URL.")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="SURGICAL_API_KEY", help="API key.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def remote(command: Callable[P, R]) -> Callable[P, R]:
+    """Map the client's exception tree to one line and an exit status."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except WaitTimeout as error:
+            _fail(str(error), 4)
+        except JobNotSucceeded as error:
+            _fail(str(error), 3)
+        except SurgicalError as error:
+            _fail(str(error), 1)
+        except (OSError, ValueError) as error:
+            _fail(str(error).splitlines()[0] if str(error) else type(error).__name__, 2)
+
+    return wrapper
+
+
+def _print_json(value: Any) -> None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    typer.echo(json.dumps(value, indent=2))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """A job spec from JSON or YAML (by extension; ``-`` reads JSON from stdin)."""
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        spec = yaml.safe_load(text)
+    else:
+        spec = json.loads(text)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a job spec must be a mapping with 'model' and 'data'")
+    return spec
+
+
+def register(app: typer.Typer) -> None:
+    """Add the remote commands to the ``surgical`` Typer app."""
+
+    @app.command()
+    @remote
+    def submit(
+        spec: Annotated[Path, typer.Argument(help="Job spec, .json or .yaml ('-' for stdin JSON).")],
+        wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")] = False,
+        idempotency_key: Annotated[str | None, typer.Option(help="Makes retried submits safe.")] = None,
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
+    ) -> None:
+        """Submit a job spec."""
+        with Client(url, api_key) as client:
+            job = client.submit(load_spec(spec), idempotency_key=idempotency_key)
+            if wait:
+                job = client.wait(job.id, progress=not as_json)
+                _show_result(client, job.id, as_json)
+                return
+            _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}")
+
+    @app.command()
+    @remote
+    def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+        """Show a job's state and progress."""
+        with Client(url, api_key) as client:
+            job = client.get(job_id)
+        if as_json:
+            _print_json(job)
+            return
+        from app.tables import jobs_table
+
+        _console().print(jobs_table([job]))
+        if job.error:
+            typer.echo(f"error: {job.error.type}: {job.error.detail}")
+
+    @app.command("wait")
+    @remote
+    def wait_(job_id: str, timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+              url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+        """Wait for a job with a progress bar; print its leaderboard."""
+        with Client(url, api_key) as client:
+            client.wait(job_id, timeout=timeout, progress=not as_json)
+            _show_result(client, job_id, as_json)
+
+    @app.command()
+    @remote
+    def result(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+        """Print a finished job's recommendation and leaderboard."""
+        with Client(url, api_key) as client:
+            _show_result(client, job_id, as_json)
+
+    @app.command()
+    @remote
+    def trials(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+        """List a job's trials."""
+        with Client(url, api_key) as client:
+            found = client.trials(job_id)
+        if as_json:
+            _print_json(found)
+            return
+        from app.tables import trials_table
+
+        _console().print(trials_table(found))
+
+    @app.command()
+    @remote
+    def cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+        """Ask a job to stop (after the trials running now)."""
+        with Client(url, api_key) as client:
+            job = client.cancel(job_id)
+        _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}{' (cancel requested)' if job.cancel_requested and not job.done else ''}")
+
+    @app.command()
+    @remote
+    def delete(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+        """Delete a finished job, its trials and its artifacts."""
+        with Client(url, api_key) as client:
+            client.delete(job_id)
+        typer.echo(f"{job_id} deleted")
+
+    @app.command()
+    @remote
+    def download(
+        job_id: str,
+        name: Annotated[list[str] | None, typer.Option("--name", help="Artifact name (default: all).")] = None,
+        out: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("."),
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None,
+    ) -> None:
+        """Download a job's artifacts (weights patch, plots, result)."""
+        out.mkdir(parents=True, exist_ok=True)
+        with Client(url, api_key) as client:
+            names = name or [artifact.name for artifact in client.artifacts(job_id)]
+            for artifact in names:
+                typer.echo(str(client.download(job_id, artifact, out)))
+
+    @app.command("list")
+    @remote
+    def list_(state: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
+              url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+        """List jobs, newest first."""
+        with Client(url, api_key) as client:
+            jobs = list(client.iter_jobs(state=state))
+        if as_json:
+            _print_json(jobs)
+            return
+        from app.tables import jobs_table
+
+        _console().print(jobs_table(jobs))
+
+
+def _show_result(client: Client, job_id: str, as_json: bool) -> None:
+    found = client.result(job_id)
+    if as_json:
+        _print_json(found)
+        return
+    from app.tables import leaderboard_table
+
+    console = _console()
+    console.print(leaderboard_table(found, title=f"job {job_id}"))
+    for note in found.notes:
+        console.print(f"note: {note}")

@@ -1,0 +1,297 @@
+"""Python client for the surgical REST API.
+
+Importable without torch or the server's dependencies (httpx, pydantic and tqdm only): notebooks
+and CI scripts talk to a remote service with it, and the ``surgical`` CLI's remote commands are
+built on it alone. Return values are the same pydantic schemas the API serves.
+
+Exceptions, one tree::
+
+    SurgicalError
+    ├── TransportError        the service could not be reached / the connection broke
+    ├── APIError              an HTTP error with an RFC 9457 problem body (.status, .problem)
+    │   ├── Unauthorized      401/403: missing or wrong API key
+    │   ├── NotFound          404: no such job (or another owner's)
+    │   ├── Conflict          409: e.g. deleting a running job, result of an unfinished job
+    │   └── InvalidRequest    400/422: the spec was refused; .problem.errors names the fields
+    └── JobNotSucceeded       wait(): the job ended failed or cancelled (.job)
+        ├── JobFailed
+        └── JobCancelled
+    WaitTimeout (SurgicalError, TimeoutError): wait() ran out of time (.job is the last seen)
+
+Example::
+
+    with Client("http://127.0.0.1:8000") as client:
+        job = client.submit({"model": {"source": "builtin", "name": "mnist-resnet"},
+                             "data": {"source": "builtin", "name": "mnist", "shift": "fog"}})
+        job = client.wait(job.id)
+        print(client.result(job.id).recommendation)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from app.schemas import (
+    ArtifactPublic,
+    ArtifactsPublic,
+    JobPublic,
+    JobResult,
+    JobsPublic,
+    Problem,
+    TrialPublic,
+    TrialsPublic,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class SurgicalError(Exception):
+    """Base of every error this client raises."""
+
+
+class TransportError(SurgicalError):
+    """The service could not be reached, or the connection broke."""
+
+
+class APIError(SurgicalError):
+    """The service answered with an error status and a problem body."""
+
+    def __init__(self, status: int, problem: Problem) -> None:
+        self.status = status
+        self.problem = problem
+        detail = problem.detail or problem.title
+        super().__init__(f"{status} {problem.title}: {detail}" if detail != problem.title else f"{status} {detail}")
+
+
+class Unauthorized(APIError):
+    pass
+
+
+class NotFound(APIError):
+    pass
+
+
+class Conflict(APIError):
+    pass
+
+
+class InvalidRequest(APIError):
+    pass
+
+
+class JobNotSucceeded(SurgicalError):
+    """``wait`` saw the job end in another state than ``succeeded``."""
+
+    def __init__(self, job: JobPublic) -> None:
+        self.job = job
+        reason = f": {job.error.detail}" if job.error else ""
+        super().__init__(f"job {job.id} {job.state}{reason}")
+
+
+class JobFailed(JobNotSucceeded):
+    pass
+
+
+class JobCancelled(JobNotSucceeded):
+    pass
+
+
+class WaitTimeout(SurgicalError, TimeoutError):
+    def __init__(self, job: JobPublic, timeout: float) -> None:
+        self.job = job
+        super().__init__(f"job {job.id} still {job.state} after {timeout:g} s")
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
+    422: InvalidRequest,
+}
+
+
+class Client:
+    """A synchronous client; use it as a context manager (it owns its HTTP connection pool).
+
+    ``http`` injects a ready ``httpx.Client`` (for example one on ``httpx.ASGITransport`` or a
+    ``MockTransport``); otherwise one is built on ``base_url`` with the API key as a bearer token.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._owns_http = http is None
+        self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._http.headers.update(headers)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    # -- transport -------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise TransportError(f"{method} {path}: {error}") from error
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response
+
+    # -- jobs ------------------------------------------------------------------------------
+    def submit(self, spec: Mapping[str, Any] | BaseModel, idempotency_key: str | None = None) -> JobPublic:
+        """Submit a job; with an ``idempotency_key`` a retried submit returns the same job."""
+        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, BaseModel) else dict(spec)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return JobPublic.model_validate(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
+
+    def get(self, job_id: str) -> JobPublic:
+        return JobPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
+
+    def list(self, state: str | None = None, page_size: int | None = None,
+             page_token: str | None = None) -> JobsPublic:
+        """One page of jobs, newest first."""
+        params = {k: v for k, v in {"state": state, "page_size": page_size, "page_token": page_token}.items() if v is not None}
+        return JobsPublic.model_validate(self._request("GET", "/v1/jobs", params=params).json())
+
+    def iter_jobs(self, state: str | None = None) -> Iterator[JobPublic]:
+        """Every job, following the pagination cursor."""
+        token: str | None = None
+        while True:
+            page = self.list(state=state, page_token=token)
+            yield from page.data
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def cancel(self, job_id: str) -> JobPublic:
+        return JobPublic.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def delete(self, job_id: str) -> None:
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def trials(self, job_id: str) -> list[TrialPublic]:
+        return TrialsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/trials").json()).data
+
+    def result(self, job_id: str) -> JobResult:
+        return JobResult.model_validate(self._request("GET", f"/v1/jobs/{job_id}/result").json())
+
+    def artifacts(self, job_id: str) -> list[ArtifactPublic]:
+        return ArtifactsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()).data
+
+    def download(self, job_id: str, name: str, path: str | Path) -> Path:
+        """Stream an artifact to ``path`` (a file, or a directory to put ``name`` in)."""
+        target = Path(path)
+        if target.is_dir():
+            target = target / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _api_error(response)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+        except httpx.HTTPError as error:
+            raise TransportError(f"downloading {name}: {error}") from error
+        partial.replace(target)
+        return target
+
+    def wait(self, job_id: str, timeout: float | None = None, progress: bool = True,
+             poll: float | None = None) -> JobPublic:
+        """Poll until the job is done (at the server's ``Retry-After`` pace); show a bar of
+        finished trials. Returns the succeeded job; raises JobFailed, JobCancelled or
+        WaitTimeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        try:
+            while True:
+                response = self._request("GET", f"/v1/jobs/{job_id}")
+                job = JobPublic.model_validate(response.json())
+                if progress:
+                    bar = _update_bar(bar, job)
+                if job.done:
+                    break
+                delay = poll if poll is not None else _retry_after(response, 2.0)
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise WaitTimeout(job, timeout or 0.0)
+                time.sleep(delay)
+        finally:
+            if bar is not None:
+                bar.close()
+        if job.state == "failed":
+            raise JobFailed(job)
+        if job.state == "cancelled":
+            raise JobCancelled(job)
+        return job
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    try:
+        return max(0.2, float(response.headers.get("Retry-After", default)))
+    except ValueError:
+        return default
+
+
+def _update_bar(bar: Any, job: JobPublic) -> Any:
+    from tqdm.auto import tqdm
+
+    total = job.progress.trials_budget or job.spec.search.max_trials
+    if bar is None:
+        bar = tqdm(total=total, desc=f"job {job.id[:8]}", unit="trial")
+    bar.total = total
+    bar.n = job.progress.trials_done
+    best = job.progress.best_val_acc
+    bar.set_postfix_str(
+        f"{job.state}" + (f", best {best:.3f} ({job.progress.best_label})" if best is not None else "")
+    )
+    bar.refresh()
+    return bar
+
+
+def _api_error(response: httpx.Response) -> APIError:
+    try:
+        problem = Problem.model_validate(response.json())
+    except Exception:
+        problem = Problem(title=response.reason_phrase or "error", status=response.status_code,
+                          detail=response.text[:200] or None)
+    return _BY_STATUS.get(response.status_code, APIError)(response.status_code, problem)
+
+
+def apply_patch(model: Any, patch_path: str | Path) -> Any:
+    """Load a downloaded ``patch.safetensors`` into ``model`` (in place; returned).
+
+    Every tensor of the patch must name a tensor of the model with the same shape, so a patch
+    for another architecture fails loudly instead of half-applying. Needs torch and safetensors,
+    imported here so the rest of the client does not.
+    """
+    from safetensors.torch import load_file
+
+    patch = load_file(str(patch_path))
+    state = model.state_dict()
+    unknown = [name for name in patch if name not in state]
+    if unknown:
+        raise ValueError(f"patch {patch_path} names tensors the model does not have: {unknown[:5]}")
+    wrong = [name for name, tensor in patch.items() if tuple(tensor.shape) != tuple(state[name].shape)]
+    if wrong:
+        raise ValueError(f"patch {patch_path} has tensors whose shape differs from the model's: {wrong[:5]}")
+    model.load_state_dict(patch, strict=False)
+    return model

@@ -1,0 +1,58 @@
+"""Rich tables of results, shared by the CLI and ``surgical run``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from app.schemas import JobPublic, JobResult, TrialPublic
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
+    """The paper's table for one job: each tuned part at its validation-selected learning rate."""
+    table = Table(title=title)
+    for column in ("tuned part", "method", "lr", "val acc %", "test acc %", "tuned params %", "epoch"):
+        table.add_column(column, justify="left" if column in ("tuned part", "method") else "right")
+    best = result.recommendation
+    for row in result.leaderboard:
+        mark = " *" if (row.label == best.label and row.lr == best.lr) else ""
+        table.add_row(
+            row.label + mark, row.method, "—" if row.lr is None else f"{row.lr:g}", _pct(row.val_acc),
+            _pct(row.test_acc), _pct(row.tuned_share), str(row.best_epoch),
+        )
+    table.caption = (
+        f"* recommended: tune {', '.join(best.groups) or best.label} at lr {best.lr:g} "
+        f"({_pct(best.tuned_share)}% of parameters)"
+    )
+    return table
+
+
+def trials_table(trials: Sequence[TrialPublic]) -> Table:
+    table = Table(title="trials")
+    for column in ("#", "state", "tuned part", "method", "lr", "val acc %", "test acc %", "s", "worker"):
+        table.add_column(column)
+    for trial in trials:
+        table.add_row(
+            str(trial.number), trial.state, trial.label or "", trial.method or "",
+            "" if trial.lr is None else f"{trial.lr:.2g}", _pct(trial.val_acc), _pct(trial.test_acc),
+            "" if trial.duration_s is None else f"{trial.duration_s:.1f}", trial.worker or "",
+        )
+    return table
+
+
+def jobs_table(jobs: Sequence[JobPublic]) -> Table:
+    table = Table(title="jobs")
+    for column in ("id", "state", "trials", "best val %", "best part", "created"):
+        table.add_column(column)
+    for job in jobs:
+        p = job.progress
+        table.add_row(
+            job.id, job.state, f"{p.trials_done}/{p.trials_budget or job.spec.search.max_trials}",
+            _pct(p.best_val_acc), p.best_label or "", job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table
