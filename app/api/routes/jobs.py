@@ -1,0 +1,115 @@
+"""``/v1/jobs``: submit, read, list, cancel and delete jobs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from app import store
+from app.api.deps import ArtifactStoreDep, OwnerDep, SessionDep, SettingsDep, StudiesDep
+from app.api.views import etag, etag_matches, job_path, job_public, problems
+from app.artifacts import remove_artifacts
+from app.db import session_scope
+from app.schemas import JobPublic, JobSpec, JobsPublic, JobStateName
+from app.validation import check_spec
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    responses=problems(401, 409, 422),
+    response_description="The queued job; poll the Location header.",
+)
+def create_job(
+    spec: JobSpec,
+    response: Response,
+    session: SessionDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Retrying with the same key and body returns the original job.",
+        ),
+    ] = None,
+) -> JobPublic:
+    """Submit a fine-tuning search; it is queued and runs asynchronously."""
+    job = store.create_job(session, owner, check_spec(spec, settings), idempotency_key)
+    response.headers["Location"] = job_path(job.id)
+    response.headers["Retry-After"] = str(settings.retry_after_seconds)
+    return job_public(job)
+
+
+@router.get("", response_model=JobsPublic, responses=problems(401, 422))
+def read_jobs(
+    session: SessionDep,
+    owner: OwnerDep,
+    state: Annotated[JobStateName | None, Query(description="Only jobs in this state.")] = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str | None, Query(description="next_page_token of a page.")] = None,
+) -> JobsPublic:
+    """List your jobs, newest first, a page at a time."""
+    jobs, next_token = store.list_jobs(session, owner, state, page_size, page_token)
+    return JobsPublic(data=[job_public(job) for job in jobs], next_page_token=next_token)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses={304: {"description": "Not modified (If-None-Match matched the ETag)."},
+               **problems(401, 404)},
+)  # fmt: skip
+def read_job(
+    job_id: str,
+    response: Response,
+    session: SessionDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> JobPublic | Response:
+    """Get a job's state and progress (send If-None-Match to poll cheaply)."""
+    public = job_public(store.get_job(session, job_id, owner))
+    tag = etag(public)
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if not public.done:
+        headers["Retry-After"] = str(settings.retry_after_seconds)
+    if etag_matches(if_none_match, tag):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return public
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=problems(401, 404))
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
+    """Cancel a job: queued jobs stop at once, running ones soon; finished ones are unchanged."""
+    return job_public(store.request_cancel(session, job_id, owner))
+
+
+@router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 409))
+def delete_job(
+    job_id: str,
+    request: Request,
+    owner: OwnerDep,
+    studies: StudiesDep,
+    artifact_store: ArtifactStoreDep,
+) -> Response:
+    """Delete a finished job with its trials and artifacts."""
+    # Our own transaction, committed before the clean-up: on SQLite the Optuna study lives in
+    # the same file, and deleting it while we still held the write lock would deadlock.
+    with session_scope(request.app.state.session_factory) as session:
+        deleted = store.delete_job(session, job_id, owner)
+    # Best effort from here: the job is gone either way, and leftovers are only garbage.
+    try:
+        studies.delete(deleted.study_name)
+    except Exception:
+        log.exception("deleted job %s but not its study %s", job_id, deleted.study_name)
+    remove_artifacts(artifact_store, deleted.artifact_ids)
+    return Response(status_code=204)

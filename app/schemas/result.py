@@ -1,0 +1,83 @@
+"""What a finished job reports (``GET /v1/jobs/{id}/result``); workers validate it on write.
+
+``workers`` build a :class:`JobResult` and pass ``model_dump(mode="json")`` to
+:func:`app.store.finish`, which validates it again, so a malformed result never reaches a client.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Recommendation(_Record):
+    """The configuration to use: the best trial by validation accuracy."""
+
+    label: str = Field(examples=["block1"])
+    method: str = Field(examples=["surgical"])
+    groups: list[str]
+    lr: float | None = Field(description="None for the no-fine-tuning baseline.")
+    val_acc: float
+    test_acc: float | None
+    tuned_share: float | None = Field(ge=0, le=1)
+
+
+class LeaderboardRow(_Record):
+    """One evaluated configuration (a completed trial), best first."""
+
+    label: str
+    method: str
+    groups: list[str]
+    lr: float | None = Field(description="None for the no-fine-tuning baseline.")
+    val_acc: float
+    test_acc: float | None = None
+    tuned_params: int | None = Field(default=None, ge=0)
+    tuned_share: float | None = Field(default=None, ge=0, le=1)
+    best_epoch: int | None = Field(default=None, ge=0, description="0 = before training.")
+    trial_number: int | None = Field(default=None, description="None for the baseline row.")
+
+
+class GroupInfo(_Record):
+    """A layer group of the model, input to output, and its share of the parameters."""
+
+    name: str
+    num_params: int = Field(ge=0)
+    share: float = Field(ge=0, le=1)
+
+
+class JobResult(_Record):
+    """The search's answer: a recommendation, the leaderboard behind it, and context."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "recommendation": {"label": "block1", "method": "surgical",
+                                       "groups": ["block1"], "lr": 0.001, "val_acc": 0.91,
+                                       "test_acc": 0.9, "tuned_share": 0.03},
+                    "leaderboard": [
+                        {"label": "block1", "method": "surgical", "groups": ["block1"],
+                         "lr": 0.001, "val_acc": 0.91, "test_acc": 0.9, "tuned_params": 5000,
+                         "tuned_share": 0.03, "best_epoch": 7, "trial_number": 3}
+                    ],
+                    "groups": [{"name": "block1", "num_params": 5000, "share": 0.03}],
+                    "rgn_profile": None,
+                    "baseline_val_acc": 0.62,
+                    "notes": [],
+                }
+            ]
+        },
+    )  # fmt: skip
+
+    recommendation: Recommendation | None = Field(
+        description="None when no trial completed (see notes)."
+    )
+    leaderboard: list[LeaderboardRow]
+    groups: list[GroupInfo]
+    rgn_profile: dict[str, float] | None = None
+    baseline_val_acc: float | None = None
+    notes: list[str] = Field(default_factory=list)

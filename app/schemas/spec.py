@@ -1,0 +1,228 @@
+"""The job specification (``POST /v1/jobs`` body), exactly the JSON of docs/ARCHITECTURE.md.
+
+Only rules that need no configuration live here; the server limits, the data roots and the
+factory allowlist are checked by :func:`app.validation.check_spec`, which the route calls with
+the settings. ``model`` and ``data`` are discriminated unions on ``source``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from app.uris import check_uri_syntax
+
+# Every shift name a builtin dataset accepts, with its kind (the paper's three families).
+SHIFT_KINDS: dict[str, str] = {
+    **{
+        name: "input"
+        for name in (
+            "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
+            "rotate", "brightness", "translate", "stripe", "fog", "spatter", "dotted_line",
+            "zigzag", "canny_edges", "gaussian_noise", "contrast", "inverse",
+        )
+    },
+    "none": "none",
+    "clean": "none",
+    "subpopulation": "feature",
+    "label_flip": "output",
+    "spurious": "output",
+}  # fmt: skip
+
+Uri = Annotated[
+    str,
+    AfterValidator(check_uri_syntax),
+    Field(description="file:///abs/path, an absolute path, or an fsspec URI (s3://...)"),
+]
+_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BuiltinModel(_Strict):
+    """A pretrained model that ships with the service (built and cached on first use)."""
+
+    source: Literal["builtin"] = "builtin"
+    name: Literal["mnist-resnet", "mnist-resnet-subpop", "mnist-resnet-spurious"] = "mnist-resnet"
+
+
+class TorchvisionModel(_Strict):
+    """A torchvision architecture, optionally with a weights file, and its class count."""
+
+    source: Literal["torchvision"]
+    arch: str = Field(pattern=r"^[a-z][a-z0-9_]*$", examples=["resnet18"])
+    weights: Uri | None = None
+    num_classes: int = Field(ge=1, le=100_000)
+
+
+class TorchscriptModel(_Strict):
+    """A TorchScript archive."""
+
+    source: Literal["torchscript"]
+    path: Uri
+
+
+class FactoryModel(_Strict):
+    """``pkg.module:function`` called with ``kwargs``; only for operator-allowlisted modules."""
+
+    source: Literal["factory"]
+    target: str = Field(examples=["mypkg.models:build"])
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("target")
+    @classmethod
+    def _target_syntax(cls, value: str) -> str:
+        if not _TARGET.match(value):
+            raise ValueError("must look like 'package.module:function'")
+        return value
+
+    @property
+    def module(self) -> str:
+        return self.target.split(":", 1)[0]
+
+
+ModelSpec = Annotated[
+    BuiltinModel | TorchvisionModel | TorchscriptModel | FactoryModel,
+    Field(discriminator="source"),
+]
+
+
+class BuiltinData(_Strict):
+    """A builtin benchmark: MNIST under one of :data:`SHIFT_KINDS` (sizes are per class)."""
+
+    source: Literal["builtin"] = "builtin"
+    name: Literal["mnist"] = "mnist"
+    shift: str = "impulse_noise"
+    severity: int | None = Field(default=5, ge=1, le=5)
+    n_per_class: int = Field(default=100, ge=1)
+    n_val: int = Field(default=20, ge=1)
+    n_test: int = Field(default=80, ge=1)
+
+    @field_validator("shift")
+    @classmethod
+    def _known_shift(cls, value: str) -> str:
+        if value not in SHIFT_KINDS:
+            raise ValueError(f"unknown shift {value!r}; known: {', '.join(SHIFT_KINDS)}")
+        return value
+
+
+class ImageFolderData(_Strict):
+    """torchvision ImageFolder directories; without ``test`` the test metrics are omitted."""
+
+    source: Literal["imagefolder"]
+    train: Uri
+    val: Uri
+    test: Uri | None = None
+
+
+class TensorsData(_Strict):
+    """A tensors file (``.pt``, ``.npz``, or CIFAR-10-C ``.npy`` pairs)."""
+
+    source: Literal["tensors"]
+    path: Uri
+
+
+DataSpec = Annotated[BuiltinData | ImageFolderData | TensorsData, Field(discriminator="source")]
+
+# Union tags per field: pydantic puts them into error locations; app.problems drops them.
+UNION_TAGS: dict[str, frozenset[str]] = {
+    "model": frozenset({"builtin", "torchvision", "torchscript", "factory"}),
+    "data": frozenset({"builtin", "imagefolder", "tensors"}),
+}
+
+
+class SearchSpec(_Strict):
+    """How to search: strategy, trial budget and the training recipe shared by every trial."""
+
+    strategy: Literal["auto", "paper", "tpe", "auto-rgn"] = "auto"
+    max_trials: int = Field(default=12, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    lr_min: float = Field(default=1e-5, gt=0)
+    lr_max: float = Field(default=1e-1, gt=0)
+    granularity: Literal["stage", "block"] = "stage"
+    groups: dict[str, str | list[str]] | None = Field(
+        default=None,
+        description="Ordered custom layer groups: name -> regex over module names, "
+        "or a list of module-name suffixes (PEFT style). Input to output order.",
+        examples=[{"stem": r"^(conv1|bn1)$", "head": ["fc"]}],
+    )
+    batch_size: int = Field(default=64, ge=1)
+    baselines: bool = True
+
+    @field_validator("lr_max")
+    @classmethod
+    def _lr_range(cls, value: float, info: ValidationInfo) -> float:
+        lr_min = info.data.get("lr_min")
+        if lr_min is not None and value <= lr_min:
+            raise ValueError(f"must be greater than lr_min ({lr_min})")
+        return value
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> Any:
+        # Checked by hand: a plain str | list[str] union would report errors under opaque
+        # member locations ("str", "list[str]") instead of the group's name.
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not value:
+            raise ValueError("must be a non-empty object: group name -> regex or suffix list")
+        for name, matcher in value.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("group names must be non-empty strings")
+            if isinstance(matcher, str):
+                try:
+                    re.compile(matcher)
+                except re.error as exc:
+                    raise ValueError(f"group {name!r}: invalid regex ({exc})") from None
+            elif not (
+                isinstance(matcher, list)
+                and matcher
+                and all(isinstance(s, str) and s for s in matcher)
+            ):
+                raise ValueError(f"group {name!r}: must be a regex or a list of suffixes")
+        return value
+
+
+_EXAMPLE: dict[str, Any] = {
+    "model": {"source": "builtin", "name": "mnist-resnet"},
+    "data": {
+        "source": "builtin", "name": "mnist", "shift": "impulse_noise", "severity": 5,
+        "n_per_class": 100,
+    },
+    "search": {
+        "strategy": "auto", "max_trials": 12, "epochs": 10, "lr_min": 1e-5, "lr_max": 1e-1,
+        "granularity": "stage", "groups": None, "batch_size": 64, "baselines": True,
+    },
+    "seed": 0,
+}  # fmt: skip
+
+
+class JobSpec(_Strict):
+    """What to fine-tune, on which data, and how to search; ``model`` and ``data`` suffice."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                _EXAMPLE,
+                {
+                    "model": {"source": "torchvision", "arch": "resnet18",
+                              "weights": "file:///data/resnet18.pt", "num_classes": 10},
+                    "data": {"source": "imagefolder", "train": "file:///data/train",
+                             "val": "file:///data/val", "test": None},
+                },
+            ]
+        },
+    )  # fmt: skip
+
+    model: ModelSpec
+    data: DataSpec
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+JobCreate = JobSpec  # the request body of POST /v1/jobs is the spec itself

@@ -1,0 +1,55 @@
+"""The job's trial budget, shared by its owner and helper workers.
+
+Optuna's ``MaxTrialsCallback`` counts trials after they start, so several workers can overshoot
+the budget together. Instead each worker reserves a slot on the job row before it starts a
+trial: one guarded ``UPDATE ... WHERE trial_slots < budget``, which never over-reserves however
+many workers race. Slots of trials that never ran are given back (``release_trial_slot``) or
+reconciled by the owner (``set_trial_slots``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db import write
+from app.models import Job, JobState
+
+
+def reserve_trial_slot(session: Session, job_id: str, budget: int) -> bool:
+    """Take one of the running job's ``budget`` trial slots; False when all are taken."""
+    reserved = write(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, Job.trial_slots < budget)
+        .values(trial_slots=Job.trial_slots + 1, trial_budget=budget),
+    )
+    return reserved == 1
+
+
+def release_trial_slot(session: Session, job_id: str) -> bool:
+    """Give back a slot whose trial will not count (its worker died; it is retried)."""
+    released = write(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.trial_slots > 0)
+        .values(trial_slots=Job.trial_slots - 1),
+    )
+    return released == 1
+
+
+def set_trial_slots(session: Session, job_id: str, used: int) -> bool:
+    """The owner's reconciliation: slots in use = trials that count against the budget."""
+    return write(session, update(Job).where(Job.id == job_id).values(trial_slots=max(0, used))) == 1
+
+
+def has_free_trial_slot(session: Session, job_id: str) -> bool:
+    """Whether a helper could reserve a slot now (True before the first reservation)."""
+    found = session.scalar(
+        select(Job.id).where(
+            Job.id == job_id,
+            Job.state == JobState.running,
+            or_(Job.trial_budget.is_(None), Job.trial_slots < Job.trial_budget),
+        )
+    )
+    return found is not None

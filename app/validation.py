@@ -1,0 +1,92 @@
+"""The job-spec rules that depend on the operator's settings.
+
+:class:`app.schemas.JobSpec` checks what is true everywhere; :func:`check_spec` adds what this
+deployment allows: hard limits, the data roots that file references must stay inside, and the
+factory allowlist. The route calls it with the settings; workers may call it again right before
+opening files, which closes the window in which a symlink could be swapped after submission.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.errors import FieldError, InvalidSpec
+from app.schemas import (
+    FactoryModel,
+    ImageFolderData,
+    JobSpec,
+    TensorsData,
+    TorchscriptModel,
+    TorchvisionModel,
+)
+from app.settings import Settings
+from app.uris import confine
+
+
+def _limits(spec: JobSpec, settings: Settings) -> list[FieldError]:
+    checks: list[tuple[str, int, int]] = [
+        ("search.max_trials", spec.search.max_trials, settings.max_trials),
+        ("search.epochs", spec.search.epochs, settings.max_epochs),
+        ("search.batch_size", spec.search.batch_size, settings.max_batch_size),
+    ]
+    if spec.data.source == "builtin":
+        for name in ("n_per_class", "n_val", "n_test"):
+            checks.append((f"data.{name}", getattr(spec.data, name), settings.max_n_per_class))
+    return [
+        FieldError(field, f"{value} exceeds this server's limit of {limit}")
+        for field, value, limit in checks
+        if value > limit
+    ]
+
+
+def _file_fields(spec: JobSpec) -> list[tuple[str, str, str]]:
+    """(dotted field, section, attribute) of every file reference in the spec."""
+    fields: list[tuple[str, str, str]] = []
+    model, data = spec.model, spec.data
+    if isinstance(model, TorchvisionModel) and model.weights is not None:
+        fields.append(("model.weights", "model", "weights"))
+    if isinstance(model, TorchscriptModel):
+        fields.append(("model.path", "model", "path"))
+    if isinstance(data, ImageFolderData):
+        fields += [(f"data.{name}", "data", name) for name in ("train", "val", "test")]
+    if isinstance(data, TensorsData):
+        fields.append(("data.path", "data", "path"))
+    return fields
+
+
+def _allowed_factory(module: str, allowlist: list[str]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in allowlist)
+
+
+def check_spec(spec: JobSpec, settings: Settings) -> JobSpec:
+    """Return ``spec`` with local file references canonicalised, or raise InvalidSpec.
+
+    Every violation is reported (422 lists them all); local paths are rewritten to the
+    ``file://`` URI of their resolved location, so the stored spec names what was checked.
+    """
+    errors = _limits(spec, settings)
+    model = spec.model
+    if isinstance(model, FactoryModel) and not _allowed_factory(
+        model.module, settings.factory_allowlist
+    ):
+        errors.append(
+            FieldError("model.target", f"module {model.module!r} is not in the factory allowlist")
+        )
+    roots: list[Path] = settings.data_roots
+    updates: dict[str, dict[str, str]] = {"model": {}, "data": {}}
+    for field, section, attr in _file_fields(spec):
+        uri = getattr(getattr(spec, section), attr)
+        if uri is None:
+            continue
+        try:
+            updates[section][attr] = confine(uri, roots)
+        except ValueError as exc:
+            errors.append(FieldError(field, str(exc)))
+    if errors:
+        raise InvalidSpec(errors)
+    return spec.model_copy(
+        update={
+            "model": spec.model.model_copy(update=updates["model"]),
+            "data": spec.data.model_copy(update=updates["data"]),
+        }
+    )
