@@ -242,4 +242,4 @@ def _write_final_state(ctx: WorkerContext, job_id: str, state: str, payload: Any
 
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+    return (text[0] if text else type(error).__name__)[:500]

@@ -46,9 +46,12 @@ def finalize_job(ctx: WorkerContext, job: Any, handle: StudyHandle, *, cancelled
     )
     result = _validated(result)
     best = results.best_trial(trials)
-    with tempfile.TemporaryDirectory() as tmp, ctx.session() as session:
+    # Uploads go to the Optuna storage (the same SQLite file in embedded mode): no jobs-table
+    # transaction may be open meanwhile, so the records are written in one go at the end.
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        add = _adder(ctx, session, job.id, study)
+        add = _adder(ctx, records, study)
         if best is not None:
             for key, name, description in (
                 (PATCH_ARTIFACT, "patch.safetensors", "tensors changed by the best trial (apply to the pretrained model)"),
@@ -56,7 +59,7 @@ def finalize_job(ctx: WorkerContext, job: Any, handle: StudyHandle, *, cancelled
             ):
                 artifact_id = best.user_attrs.get(key)
                 if artifact_id:
-                    store.add_artifact(session, job.id, {
+                    records.append({
                         "name": name, "artifact_id": artifact_id,
                         "content_type": "application/octet-stream",
                         "size": _size(ctx, artifact_id), "description": description,
@@ -73,7 +76,9 @@ def finalize_job(ctx: WorkerContext, job: Any, handle: StudyHandle, *, cancelled
                 "image/png", "Auto-RGN weight per layer group")
         history = [
             {"number": t.number, "value": t.value if t.state.name == "COMPLETE" else None,
-             "label": t.user_attrs.get("label", "?")}
+             "label": t.user_attrs.get("label", "?"),
+             "pruned_at": (t.intermediate_values[max(t.intermediate_values)]
+                           if t.state.name == "PRUNED" and t.intermediate_values else None)}
             for t in trials
         ]
         add(plots.plot_search_history(folder / "search_history.png", history),
@@ -81,16 +86,19 @@ def finalize_job(ctx: WorkerContext, job: Any, handle: StudyHandle, *, cancelled
         result_path = folder / "result.json"
         result_path.write_text(json.dumps(result, indent=2))
         add(result_path, "application/json", "the recommendation and the leaderboard")
+    with ctx.session() as session:
+        for record in records:
+            store.add_artifact(session, job.id, record)
     return result
 
 
-def _adder(ctx: WorkerContext, session: Any, job_id: str, study: optuna.Study) -> Callable[[Path, str, str], None]:
+def _adder(ctx: WorkerContext, records: list[dict[str, Any]], study: optuna.Study) -> Callable[[Path, str, str], None]:
     def add(path: Path, content_type: str, description: str) -> None:
         artifact_id = optuna.artifacts.upload_artifact(
             artifact_store=ctx.artifact_store, file_path=str(path), study_or_trial=study,
             mimetype=content_type,
         )
-        store.add_artifact(session, job_id, {
+        records.append({
             "name": path.name, "artifact_id": artifact_id, "content_type": content_type,
             "size": path.stat().st_size, "description": description,
         })

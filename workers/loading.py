@@ -13,7 +13,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import torch
 from torch import nn
@@ -71,43 +70,41 @@ class JobInputs:
         return profile
 
 
-def local_path(uri: str) -> Path:
-    """A ``file://`` URI or plain path as a local path (the API already confined it to the
-    configured data roots)."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path if parsed.scheme else uri))
-    raise InputError(f"only local files are supported by this worker, got {uri!r}")
-
-
-def load_inputs(spec: dict[str, Any], *, data_dir: Path, device: str | None) -> JobInputs:
+def load_inputs(spec: dict[str, Any], *, data_dir: Path, device: str | None,
+                allowed_factories: list[str] | None = None) -> JobInputs:
     """Build the model, its layer groups and the three splits a job's trials train on."""
     model_ref, data_ref = spec["model"], spec["data"]
     search = spec.get("search", {})
     seed = int(spec.get("seed", 0))
     try:
-        model, train, val, test, description = _resolve(model_ref, data_ref, seed, data_dir)
+        model, train, val, test, description = _resolve(
+            model_ref, data_ref, seed, data_dir, list(allowed_factories or [])
+        )
         groups = discover_groups(
             model, granularity=search.get("granularity", "stage"), custom=search.get("groups")
         )
     except InputError:
         raise
     except Exception as error:
-        raise InputError(f"{type(error).__name__}: {error}") from error
+        raise InputError(f"cannot load the job's model or data: {type(error).__name__}: {error}") from error
     model.eval()
     return JobInputs(model, groups, train, val, test, description, device)
 
 
-def _resolve(model_ref: dict[str, Any], data_ref: dict[str, Any], seed: int, data_dir: Path):
-    from selector import builtin, inputs
+def _resolve(model_ref: dict[str, Any], data_ref: dict[str, Any], seed: int, data_dir: Path,
+             allowed_factories: list[str]):
+    """(model, train, val, test, description) for a job's references."""
+    from selector import builtin, load_datasets, load_model
 
     model: nn.Module | None = None
-    if model_ref["source"] != "builtin":
-        model = _load_model(model_ref)
+    if model_ref["source"] == "builtin":
+        model_ref = {**model_ref, "data_dir": str(data_dir)}
+    if not (model_ref["source"] == "builtin" and data_ref["source"] == "builtin"):
+        model = load_model(model_ref, allowed_factory_prefixes=allowed_factories)
     if data_ref["source"] == "builtin":
         case = builtin.load_case(
             data_ref.get("name", "mnist"),
-            shift=data_ref.get("shift"),
+            shift=data_ref.get("shift") or "none",
             severity=data_ref.get("severity"),
             seed=seed,
             n_per_class=data_ref.get("n_per_class", 100),
@@ -116,43 +113,25 @@ def _resolve(model_ref: dict[str, Any], data_ref: dict[str, Any], seed: int, dat
             data_dir=data_dir,
             model=model_ref.get("name") if model_ref["source"] == "builtin" else None,
         )
-        description = f"builtin {case.name}/{case.shift} severity {case.severity} ({case.kind}-level shift)"
+        description = f"built-in {case.name}/{case.shift} (severity {case.severity}, {case.kind}-level shift)"
         return model or case.model, case.train, case.val, case.test, description
-    if model is None:
-        model = builtin.load_source_model(model_ref["name"], data_dir=data_dir)
-    if data_ref["source"] == "imagefolder":
-        splits = inputs.load_imagefolder_splits(
-            local_path(data_ref["train"]),
-            local_path(data_ref["val"]),
-            local_path(data_ref["test"]) if data_ref.get("test") else None,
-        )
-    elif data_ref["source"] == "tensors":
-        splits = inputs.load_tensor_splits(local_path(data_ref["path"]))
-    else:
-        raise InputError(f"unknown data source {data_ref['source']!r}")
-    train, val, test = splits
-    return model, train, val, test, f"{data_ref['source']} data"
+    assert model is not None
+    splits = load_datasets(data_ref, num_classes=_num_classes(model))
+    return model, splits.train, splits.val, splits.test, f"{data_ref['source']} data"
 
 
-def _load_model(ref: dict[str, Any]) -> nn.Module:
-    from selector import inputs
-
-    source = ref["source"]
-    if source == "torchvision":
-        weights = local_path(ref["weights"]) if ref.get("weights") else None
-        return inputs.load_model(ref["arch"], weights=weights, num_classes=ref.get("num_classes"))
-    if source == "torchscript":
-        return inputs.load_model(local_path(ref["path"]))
-    if source == "factory":
-        return inputs.load_model(ref["target"], **ref.get("kwargs", {}))
-    raise InputError(f"unknown model source {source!r}")
+def _num_classes(model: nn.Module) -> int | None:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else None
 
 
 class InputsCache:
     """A bounded, thread-safe LRU of loaded job inputs."""
 
-    def __init__(self, data_dir: Path, device: str | None, size: int = 2) -> None:
+    def __init__(self, data_dir: Path, device: str | None, size: int = 2,
+                 allowed_factories: list[str] | None = None) -> None:
         self._data_dir = data_dir
+        self._allowed = list(allowed_factories or [])
         self._device = device
         self._size = size
         self._items: OrderedDict[str, JobInputs] = OrderedDict()
@@ -169,7 +148,8 @@ class InputsCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        loaded = load_inputs(spec, data_dir=self._data_dir, device=self._device)
+        loaded = load_inputs(spec, data_dir=self._data_dir, device=self._device,
+                             allowed_factories=self._allowed)
         with self._lock:
             self._items[key] = loaded
             while len(self._items) > self._size:

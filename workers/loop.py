@@ -67,7 +67,7 @@ def build_context(settings: Settings, *, device: str | None = None, worker_id: s
         artifact_store=artifacts,
         worker_id=worker_id,
         device=device,
-        cache=InputsCache(settings.data_dir, device),
+        cache=InputsCache(settings.data_dir, device, allowed_factories=settings.factory_allowlist),
     )
 
 
@@ -135,20 +135,26 @@ def store_has_free_slot(ctx: WorkerContext, job) -> bool:
 
 def run_worker(ctx: WorkerContext, *, drain: bool = False, poll_seconds: float = 1.0) -> None:
     """Serve jobs until stopped (or, with ``drain``, until no job has work left)."""
-    install_signal_handlers(ctx)
+    previous = install_signal_handlers(ctx)
     log.info("worker %s started (device %s%s)", ctx.worker_id, ctx.device or "auto", ", drain" if drain else "")
-    while not ctx.stop.is_set():
-        found = run_once(ctx)
-        if not found:
-            if drain:
-                break
-            ctx.stop.wait(poll_seconds)
+    try:
+        while not ctx.stop.is_set():
+            found = run_once(ctx)
+            if not found:
+                if drain:
+                    break
+                ctx.stop.wait(poll_seconds)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     log.info("worker %s stopped", ctx.worker_id)
 
 
-def install_signal_handlers(ctx: WorkerContext) -> None:
+def install_signal_handlers(ctx: WorkerContext) -> dict[int, object]:
+    """First SIGTERM/SIGINT: stop after the current trial; second: stop now. Returns the
+    handlers it replaced (so an embedding program gets them back)."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if ctx.stop.is_set():
@@ -158,5 +164,4 @@ def install_signal_handlers(ctx: WorkerContext) -> None:
         log.info("signal %s: stopping after the current trial", signal.Signals(signum).name)
         ctx.stop.set()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}

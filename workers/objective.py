@@ -26,8 +26,14 @@ import optuna
 from torch.utils.data import Dataset
 
 from app import trial_attrs as attrs
-from selector import EpochMetrics, FinetuneResult, LayerGroup
-from selector import auto_rgn_finetune, auto_snr_finetune, surgical_finetune
+from selector import (
+    EpochMetrics,
+    FinetuneResult,
+    LayerGroup,
+    auto_rgn_finetune,
+    auto_snr_finetune,
+    surgical_finetune,
+)
 from selector.space import ALL, TrialSpec, contiguous, label_for
 
 PART = "part"

@@ -42,9 +42,9 @@ def plot_accuracy_by_part(path: Path, leaderboard: Sequence[dict[str, Any]], tit
     low = min(val + test) if rows else 0
     ax.set_ylim(max(0.0, low - 10), 100)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -65,9 +65,13 @@ def plot_rgn_profile(path: Path, profile: dict[str, float], group_names: Sequenc
 
 
 def plot_search_history(path: Path, trials: Sequence[dict[str, Any]]) -> Path:
-    """``trials``: dicts with ``number``, ``value`` (None unless complete) and ``label``."""
+    """``trials``: dicts with ``number``, ``value`` (None unless complete), ``label`` and
+    ``pruned_at`` (the last reported value of a pruned trial, drawn as a cross)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     done = sorted((t for t in trials if t["value"] is not None), key=lambda t: t["number"])
+    pruned = [t for t in trials if t["value"] is None and t.get("pruned_at") is not None]
     fig, ax = plt.subplots(figsize=(6.0, 3.5), dpi=110)
     labels = sorted({t["label"] for t in done})
     cmap = plt.get_cmap("tab10")
@@ -79,12 +83,16 @@ def plot_search_history(path: Path, trials: Sequence[dict[str, Any]]) -> Path:
     for t in done:
         running = max(running, t["value"])
         best.append(100 * running)
+    if pruned:
+        ax.scatter([t["number"] for t in pruned], [100 * t["pruned_at"] for t in pruned],
+                   marker="x", color="grey", s=24, label="pruned")
     ax.step([t["number"] for t in done], best, where="post", color="black", lw=1, label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Search history")
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -1,0 +1,178 @@
+"""Issue 5's proofs: real HTTP, real databases, real worker processes, real training."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from app import trial_attrs as attrs
+from app.client import apply_patch
+from selector import evaluate
+from selector.builtin import load_case
+from tests.workers.conftest import Service, tiny_job, wait_until
+from workers.loop import build_context, run_worker
+from workers.results import counts_against_budget
+
+pytestmark = pytest.mark.slow
+
+
+def _effective(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in trials if counts_against_budget(t)]
+
+
+def test_job_over_http_is_run_by_a_worker_and_its_patch_reproduces_the_best_trial(
+    sqlite_service: Service, tmp_path: Path
+):
+    service = sqlite_service
+    with service.client() as client:
+        job = client.submit(tiny_job(max_trials=5))
+        assert job.state == "queued"
+
+        run_worker(build_context(service.settings, device="cpu"), drain=True)
+
+        job = client.get(job.id)
+        assert job.state == "succeeded", job.error
+        assert job.progress.trials_done == 5
+        result = client.result(job.id)
+        labels = [row.label for row in result.leaderboard]
+        assert labels[0] == "no fine-tuning"
+        assert {"head", "all", "auto-rgn"} <= set(labels)
+        trials = client.trials(job.id)
+        assert len([t for t in trials if t.state in ("complete", "pruned")]) == 5
+        best = max((t for t in trials if t.state == "complete"), key=lambda t: t.val_acc)
+        assert result.recommendation.val_acc == pytest.approx(best.val_acc)
+
+        names = {artifact.name for artifact in client.artifacts(job.id)}
+        assert {"patch.safetensors", "finetuned.safetensors", "patch-manifest.json",
+                "accuracy_by_part.png", "search_history.png", "result.json"} <= names
+        plot = client.download(job.id, "accuracy_by_part.png", tmp_path)
+        assert plot.read_bytes().startswith(b"\x89PNG")
+        patch = client.download(job.id, "patch.safetensors", tmp_path)
+
+    # The patch is the best trial, applied to the pretrained model: same validation accuracy.
+    case = load_case("mnist", shift="impulse_noise", severity=4, seed=0, n_per_class=10,
+                     n_val=5, n_test=5, data_dir=service.settings.data_dir)
+    model = copy.deepcopy(case.model)
+    _, untouched = evaluate(model, case.val)
+    apply_patch(model, patch)
+    _, patched = evaluate(model, case.val)
+    assert patched == pytest.approx(best.val_acc, abs=1e-9)
+    assert patched != pytest.approx(untouched) or best.val_acc == pytest.approx(untouched)
+
+    # The dashboard reads the same data: the study is visible to plain Optuna.
+    study = service.study(job.id)
+    assert len(_effective(study.get_trials())) == 5
+    assert study.user_attrs["plan"]["strategy"] == "auto"
+
+
+def test_a_job_whose_data_cannot_be_loaded_fails_fast_with_its_reason(sqlite_service: Service):
+    service = sqlite_service
+    root = service.settings.data_roots[0]
+    root.mkdir(parents=True, exist_ok=True)
+    broken = root / "broken.pt"
+    broken.write_bytes(b"this is not a tensors file")
+    with service.client() as client:
+        job = client.submit({"model": {"source": "builtin", "name": "mnist-resnet"},
+                             "data": {"source": "tensors", "path": broken.as_uri()},
+                             "search": {"max_trials": 3, "epochs": 1}})
+        run_worker(build_context(service.settings, device="cpu"), drain=True)
+        job = client.get(job.id)
+        assert job.state == "failed"
+        assert job.error is not None and "broken.pt" in job.error.detail
+        assert client.trials(job.id) == []
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_share_one_job_without_running_a_trial_twice(
+    postgres_service: Service,
+):
+    service = postgres_service
+    budget = 8
+    with service.client() as client:
+        job = client.submit(tiny_job(max_trials=budget))
+        first = service.start_worker("--drain")
+        wait_until(lambda: client.get(job.id).state == "running" and service.trials(job.id),
+                   120, "the owner to set up the study")
+        second = service.start_worker("--drain")
+        assert first.wait(timeout=300) == 0, service.worker_logs()
+        assert second.wait(timeout=300) == 0, service.worker_logs()
+        job = client.get(job.id)
+        assert job.state == "succeeded", (job.error, service.worker_logs())
+
+    trials = service.study(job.id).get_trials()
+    effective = _effective(trials)
+    assert len(effective) == budget == len(trials)
+    workers = Counter(t.user_attrs[attrs.WORKER] for t in effective)
+    assert len(workers) == 2, workers
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    enqueued = Counter(t.user_attrs[attrs.LABEL] for t in trials if t.user_attrs.get(attrs.SOURCE))
+    assert all(count == 1 for count in enqueued.values()), enqueued
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_mid_trial_loses_nothing(postgres_service: Service):
+    service = postgres_service
+    budget = 4
+    with service.client() as client:
+        job = client.submit(tiny_job(max_trials=budget, epochs=8, strategy="tpe"))
+        victim = service.start_worker()
+
+        def running_trial():
+            running = service.trials(job.id, states=(TrialState.RUNNING,))
+            return running[0] if running and running[0].intermediate_values else None
+
+        killed = wait_until(running_trial, 180, "a trial in the middle of its epochs")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+
+        rescuer = service.start_worker("--drain")
+        assert rescuer.wait(timeout=300) == 0, service.worker_logs()
+        job = client.get(job.id)
+        assert job.state == "succeeded", (job.error, service.worker_logs())
+
+    trials = service.study(job.id).get_trials()
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].params == killed.params
+    assert len(_effective(trials)) == budget
+
+
+def test_cancel_while_running_ends_the_job_after_the_current_trial(sqlite_service: Service):
+    service = sqlite_service
+    with service.client() as client:
+        job = client.submit(tiny_job(max_trials=20, epochs=4, strategy="tpe"))
+        worker = service.start_worker()
+        wait_until(lambda: service.trials(job.id, states=(TrialState.RUNNING,)), 120,
+                   "a running trial")
+        cancelled = client.cancel(job.id)
+        assert cancelled.cancel_requested
+        final = wait_until(lambda: (j := client.get(job.id)).done and j, 120, "the job to stop")
+        assert final.state == "cancelled"
+        finished = [t for t in service.study(job.id).get_trials() if t.state.is_finished()]
+        assert 1 <= len(finished) < 20
+        assert not service.study(job.id).get_trials(states=(TrialState.RUNNING,))
+        assert worker.poll() is None  # the worker survives a cancelled job
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+
+
+def test_untouched_pretrained_weights_in_cache(builtin_data_dir: Path, mnist_resnet):
+    """Trials train copies: the cached source model is never modified by a job."""
+    before = {k: v.clone() for k, v in mnist_resnet.state_dict().items()}
+    from selector import surgical_finetune
+
+    case = load_case("mnist", shift="impulse_noise", severity=4, n_per_class=5, n_val=2,
+                     n_test=2, data_dir=builtin_data_dir)
+    surgical_finetune(mnist_resnet, ["block1"], case.train, case.val, lr=1e-2, epochs=1)
+    assert all(torch.equal(before[k], v) for k, v in mnist_resnet.state_dict().items())
