@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     trial_heartbeat_seconds: int = Field(default=30, ge=1)
     trial_grace_seconds: int = Field(default=120, ge=2)
 
+    # CPU workers: torch threads per worker process (None: torch's default, all cores). Several
+    # workers on one machine should split the cores; oversubscribed threads slow small models
+    # down by orders of magnitude.
+    torch_threads: int | None = Field(default=None, ge=1)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 

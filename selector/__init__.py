@@ -1,1 +1,56 @@
-"""Surgical fine-tuning engine: layer groups, surgical fine-tuning, Auto-RGN, built-in data."""
+"""Surgical fine-tuning engine: layer groups, surgical fine-tuning, Auto-RGN, built-in data.
+
+Importing :mod:`selector` loads torch and torchvision but nothing heavier (no matplotlib).
+"""
+
+from selector.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    DataError,
+    EmptySplitError,
+    FactoryNotAllowedError,
+    GroupSpecError,
+    ImageShapeError,
+    LabelRangeError,
+    MissingFileError,
+    ModelLoadError,
+    SelectorError,
+)
+from selector.groups import (
+    GroupMatch,
+    LayerGroup,
+    discover_groups,
+    format_groups_table,
+    match_groups,
+)
+from selector.inputs import load_datasets, load_model
+from selector.rgn import auto_rgn_finetune, auto_snr_finetune, relative_gradient_norms
+from selector.training import EpochMetrics, FinetuneResult, evaluate, surgical_finetune
+
+__all__ = [
+    "CheckpointMismatchError",
+    "ConfigError",
+    "DataError",
+    "EmptySplitError",
+    "EpochMetrics",
+    "FactoryNotAllowedError",
+    "FinetuneResult",
+    "GroupMatch",
+    "GroupSpecError",
+    "ImageShapeError",
+    "LabelRangeError",
+    "LayerGroup",
+    "MissingFileError",
+    "ModelLoadError",
+    "SelectorError",
+    "auto_rgn_finetune",
+    "auto_snr_finetune",
+    "discover_groups",
+    "evaluate",
+    "format_groups_table",
+    "load_datasets",
+    "load_model",
+    "match_groups",
+    "relative_gradient_norms",
+    "surgical_finetune",
+]

@@ -16,6 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tests train tiny models while worker subprocesses train beside them on two cores: one
+    thread each avoids oversubscription (which slows small models down enormously)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def builtin_data_dir() -> Path:
     """The data directory holding the cached built-in source models."""
@@ -30,3 +41,12 @@ def mnist_resnet(builtin_data_dir: Path):
     from selector.builtin import load_source_model
 
     return load_source_model("mnist-resnet", data_dir=builtin_data_dir)
+
+
+@pytest.fixture(scope="session")
+def finished_jobs(tmp_path_factory: pytest.TempPathFactory, builtin_data_dir: Path, mnist_resnet):
+    """A SQLite service database with one succeeded and one failed job (see
+    ``tests/finished_jobs.py``); built once, shared by the client, CLI and dashboard tests."""
+    from tests.finished_jobs import build_finished_jobs
+
+    return build_finished_jobs(tmp_path_factory.mktemp("finished-jobs"), builtin_data_dir)

@@ -90,6 +90,7 @@ def run_embedded(
 
     console = Console()
     env = {**os.environ, "SURGICAL_AUTH": "false"}
+    env.setdefault("SURGICAL_TORCH_THREADS", "1")  # one worker per core: no oversubscription
     settings = Settings(auth=False)
     console.print(f"[bold]surgical[/] embedded mode: data in {settings.data_dir}")
     console.print("[yellow]API keys are off: this service is for this machine only (127.0.0.1).[/]")

@@ -40,6 +40,10 @@ def new_worker_id() -> str:
 
 
 def build_context(settings: Settings, *, device: str | None = None, worker_id: str | None = None) -> WorkerContext:
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     worker_id = worker_id or new_worker_id()

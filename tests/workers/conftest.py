@@ -120,6 +120,7 @@ def _service(backend: str, dbs: Databases, tmp_path: Path, data_dir: Path) -> It
         "SURGICAL_STALE_AFTER_SECONDS": "5",
         "SURGICAL_TRIAL_HEARTBEAT_SECONDS": "1",
         "SURGICAL_TRIAL_GRACE_SECONDS": "4",
+        "SURGICAL_TORCH_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
     (tmp_path / "logs").mkdir(exist_ok=True)

@@ -1,0 +1,164 @@
+"""Splits as seeded batches, with the cheap checks that turn shape and label mistakes into
+readable errors before any training starts.
+
+A split is materialised as two tensors when it fits in ``MATERIALISE_LIMIT_BYTES`` (the paper's
+target sets are a few thousand images): indexing a tensor is far cheaper than collating
+``Dataset`` items for every batch of every trial. Larger splits are read item by item in the
+same seeded order, so both paths see identical batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from selector.errors import DataError, EmptySplitError, ImageShapeError, LabelRangeError
+
+__all__ = ["MATERIALISE_LIMIT_BYTES", "SplitData"]
+
+MATERIALISE_LIMIT_BYTES = 1 << 30
+
+
+class SplitData:
+    """One split (train, val or test) ready for batching on one device."""
+
+    def __init__(self, dataset: Dataset[Any], name: str, *,
+                 limit_bytes: int | None = None) -> None:
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise DataError(f"{name} split: the dataset has no len(); pass a map-style "
+                            "torch Dataset") from exc
+        if n == 0:
+            raise EmptySplitError(f"{name} split is empty")
+        self.name = name
+        self.n = n
+        self.dataset = dataset
+        self.device = torch.device("cpu")
+        self.num_classes: int | None = None
+        limit = MATERIALISE_LIMIT_BYTES if limit_bytes is None else limit_bytes
+        tensors = _as_tensors(dataset, limit)
+        if tensors is None:
+            first, _ = _item(dataset, 0, name)
+            self.x: Tensor | None = None
+            self.y: Tensor | None = None
+            self.sample_shape = tuple(first.shape)
+            self.dtype = first.dtype
+        else:
+            self.x, self.y = _check_labels_dtype(tensors[0], tensors[1], name)
+            if len(self.x) != len(self.y):
+                raise DataError(f"{name} split: {len(self.x)} images but {len(self.y)} labels")
+            self.n = len(self.x)
+            self.sample_shape = tuple(self.x.shape[1:])
+            self.dtype = self.x.dtype
+        if not self.dtype.is_floating_point:
+            raise ImageShapeError(
+                f"{name} images have dtype {self.dtype}; the model needs floating-point "
+                "images (convert, e.g. uint8 / 255, or use selector.inputs.load_datasets)")
+
+    @classmethod
+    def from_tensors(cls, name: str, x: Tensor, y: Tensor) -> SplitData:
+        return cls(TensorDataset(x, y), name, limit_bytes=1 << 62)
+
+    def to(self, device: torch.device) -> SplitData:
+        """Move materialised tensors to ``device`` (lazy splits move batch by batch)."""
+        self.device = device
+        if self.x is not None and self.y is not None:
+            self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
+    def check_labels(self, num_classes: int) -> None:
+        """Raise :class:`LabelRangeError` if a label is outside ``[0, num_classes)``; lazy
+        splits are checked batch by batch as they are read."""
+        self.num_classes = num_classes
+        if self.y is not None:
+            _check_range(self.y, num_classes, self.name)
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        if self.x is not None and self.y is not None:
+            idx = indices.to(self.x.device)
+            return self.x[idx], self.y[idx]
+        items = [_item(self.dataset, int(i), self.name) for i in indices]
+        x = torch.stack([item[0] for item in items]).to(self.device)
+        y = torch.tensor([item[1] for item in items], dtype=torch.long, device=self.device)
+        if self.num_classes is not None:
+            _check_range(y, self.num_classes, self.name)
+        return x, y
+
+    def batches(self, batch_size: int, order: Tensor | None = None
+                ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches in ``order`` (a permutation of ``range(n)``) or in dataset order; the last
+        batch may be smaller (the reference's DataLoader keeps it)."""
+        indices = order if order is not None else torch.arange(self.n)
+        for start in range(0, self.n, batch_size):
+            yield self.batch(indices[start:start + batch_size])
+
+
+def _as_tensors(dataset: Dataset[Any], limit_bytes: int) -> tuple[Tensor, Tensor] | None:
+    """Whole-split tensors: directly for TensorDataset (and Subsets of one), by reading every
+    item when the split fits in ``limit_bytes``; None when it does not."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[0], dataset.tensors[1]
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, TensorDataset):
+        base = _as_tensors(dataset.dataset, limit_bytes)
+        if base is not None:
+            idx = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+            return base[0][idx], base[1][idx]
+    n = len(dataset)  # type: ignore[arg-type]
+    first, _ = _item(dataset, 0, "dataset")
+    if first.numel() * first.element_size() * n > limit_bytes:
+        return None
+    items = [_item(dataset, i, "dataset") for i in range(n)]
+    try:
+        x = torch.stack([item[0] for item in items])
+    except RuntimeError as exc:
+        shapes = sorted({tuple(item[0].shape) for item in items})
+        raise ImageShapeError(f"images of different shapes in one split: {shapes[:4]}; "
+                              "resize them to one size") from exc
+    return x, torch.tensor([item[1] for item in items])
+
+
+def _item(dataset: Dataset[Any], index: int, split: str) -> tuple[Tensor, int]:
+    item = dataset[index]
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise DataError(f"{split} split: items must be (image, label) pairs, got "
+                        f"{type(item).__name__}")
+    image, label = item[0], item[1]
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image)
+    if not isinstance(image, Tensor):
+        raise ImageShapeError(
+            f"{split} split: images must be tensors, got {type(image).__name__}; add a "
+            "transform such as torchvision.transforms.ToTensor()")
+    if isinstance(label, Tensor):
+        if label.numel() != 1:
+            raise DataError(f"{split} split: labels must be class indices, got a tensor of "
+                            f"shape {tuple(label.shape)}")
+        label = label.item()
+    if isinstance(label, (float, np.floating)) and float(label).is_integer():
+        label = int(label)
+    if not isinstance(label, (int, np.integer)):
+        raise DataError(f"{split} split: labels must be integers, got {label!r}")
+    return image, int(label)
+
+
+def _check_labels_dtype(x: Tensor, y: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    if y.dim() != 1:
+        raise DataError(f"{name} split: labels must be a 1-D tensor of class indices, got "
+                        f"shape {tuple(y.shape)}")
+    if y.dtype.is_floating_point and not torch.equal(y, y.round()):
+        raise DataError(f"{name} split: labels must be integers")
+    return x, y.long()
+
+
+def _check_range(y: Tensor, num_classes: int, name: str) -> None:
+    bad = y[(y < 0) | (y >= num_classes)]
+    if len(bad):
+        raise LabelRangeError(
+            f"{name} split: label {int(bad[0])} is outside [0, {num_classes}) (the model "
+            f"outputs {num_classes} classes; {len(bad)} labels out of range)")

@@ -1,0 +1,40 @@
+"""What a fine-tuning run returns: per-epoch metrics and the run's result (plain records)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+__all__ = ["EpochMetrics", "FinetuneResult"]
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    test_acc: float | None
+    seconds: float
+    rgn: dict[str, float] | None = None  # per-group mean normalised RGN weight (Auto-RGN)
+
+
+@dataclass
+class FinetuneResult:
+    method: str  # "none" | "surgical" | "auto-rgn" | "auto-snr"
+    tuned_groups: list[str]
+    lr: float
+    epochs: list[EpochMetrics]
+    best_epoch: int  # 1-based; 0 = nothing trained
+    best_val_acc: float
+    test_acc: float | None  # at best_epoch
+    initial_val_acc: float
+    tuned_params: int
+    total_params: int
+    tuned_share: float
+    wall_seconds: float
+    state_dict: dict[str, Tensor]  # full weights at best_epoch, CPU
+    tuned_parameter_names: list[str]
+    rgn_profile: list[dict[str, float]] | None = None

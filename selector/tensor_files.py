@@ -1,0 +1,150 @@
+"""Tensor files: ``.pt`` / ``.npz`` (one pool, or per-split keys) and CIFAR-10-C ``.npy``.
+
+Images become float tensors in [0, 1] (uint8 is divided by 255), channels first, converted once
+and held in memory; :class:`ImageOptions` resizes, converts channels and normalises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import TensorDataset
+
+from selector.data_spec import DataSplits, ImageOptions, SplitRule, image_size, stratified_split
+from selector.errors import DataError, ImageShapeError, MissingFileError
+from selector.models_io import local_path
+
+__all__ = ["load_tensor_file"]
+
+SPLITS = ("train", "val", "test")
+
+
+def load_tensor_file(path: Path, options: ImageOptions, rule: SplitRule, severity: int | None,
+             labels_path: str | None) -> DataSplits:
+    if not path.is_file():
+        raise MissingFileError(path, "data file")
+    if path.suffix == ".npy":
+        return _pool(*_cifar_c(path, severity, labels_path), options, rule)
+    try:
+        content = _read(path)
+    except DataError:
+        raise
+    except Exception as error:  # a truncated, foreign or pickled-code file: say which file
+        raise DataError(f"{path} is not a readable {path.suffix} tensors file "
+                        f"({type(error).__name__}: {str(error).strip().split('. ')[0][:200]})") from error
+    pair = _pair(content, "")
+    if pair is not None:
+        return _pool(pair[0], pair[1], options, rule)
+    per_split = {s: _pair(content, s) for s in SPLITS}
+    if per_split["train"] is None or per_split["val"] is None:
+        raise DataError(f"{path}: expected keys images/labels (or x/y), or per-split keys such "
+                        f"as train_images/train_labels; found {sorted(content)}")
+    built = {s: _dataset(*p, options) for s, p in per_split.items() if p is not None}
+    return DataSplits(built["train"], built["val"], built.get("test"), 0)
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    """The arrays of a ``.npz`` or the dict of a ``.pt`` (``weights_only``: no code runs)."""
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            return {k: archive[k] for k in archive.files}
+    if path.suffix in (".pt", ".pth"):
+        content = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(content, Mapping):
+            raise DataError(f"{path} holds a {type(content).__name__}; expected a dict with "
+                            "images and labels")
+        return content
+    raise DataError(f"unsupported data file {path.name}: use .pt, .npz or .npy")
+
+
+def _pair(content: Mapping[str, Any], split: str) -> tuple[Any, Any] | None:
+    if split and isinstance(content.get(split), Mapping):
+        return _pair(content[split], "")
+    if split and isinstance(content.get(split), (tuple, list)) and len(content[split]) == 2:
+        return content[split][0], content[split][1]
+    pre, post = (f"{split}_", f"_{split}") if split else ("", "")
+    for images, labels in (("images", "labels"), ("x", "y")):
+        for a, b in ((pre + images, pre + labels), (images + post, labels + post)):
+            if a in content and b in content:
+                return content[a], content[b]
+    return None
+
+
+def _cifar_c(path: Path, severity: int | None, labels_path: str | None) -> tuple[Any, Any]:
+    """CIFAR-10-C: ``<corruption>.npy`` holds severities 1..5 stacked (10,000 images each)."""
+    labels_file = local_path(labels_path) if labels_path else path.with_name("labels.npy")
+    if not labels_file.is_file():
+        raise MissingFileError(labels_file, "labels file")
+    images, labels = np.load(path, mmap_mode="r"), np.load(labels_file)
+    if len(images) != len(labels):
+        raise DataError(f"{path.name} has {len(images)} images but {labels_file.name} "
+                        f"{len(labels)} labels")
+    if severity is not None:
+        if severity not in range(1, 6) or len(images) % 5:
+            raise DataError(f"severity must be 1..5 for a file of 5 stacked severities; got "
+                            f"severity={severity} for {len(images)} images")
+        size = len(images) // 5
+        images, labels = images[(severity - 1) * size:severity * size], labels[
+            (severity - 1) * size:severity * size]
+    return np.array(images), np.asarray(labels)  # copies the slice out of the memory map
+
+
+def _pool(images: Any, labels: Any, options: ImageOptions, rule: SplitRule) -> DataSplits:
+    x, y = _images(images, options), _labels(labels)
+    if len(x) != len(y):
+        raise DataError(f"{len(x)} images but {len(y)} labels")
+    train, val, test = stratified_split(y, rule)
+    return DataSplits(TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val]),
+                      TensorDataset(x[test], y[test]) if len(test) else None, 0)
+
+
+def _dataset(images: Any, labels: Any, options: ImageOptions) -> TensorDataset:
+    x, y = _images(images, options), _labels(labels)
+    if len(x) != len(y):
+        raise DataError(f"{len(x)} images but {len(y)} labels")
+    return TensorDataset(x, y)
+
+
+def _images(images: Any, options: ImageOptions) -> Tensor:
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.permute(0, 3, 1, 2)
+    elif x.dim() != 4:
+        raise ImageShapeError(f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got "
+                              f"shape {tuple(x.shape)}")
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return _transform(x.contiguous(), options)
+
+
+def _labels(labels: Any) -> Tensor:
+    y = torch.as_tensor(np.asarray(labels)) if not isinstance(labels, Tensor) else labels
+    if y.dim() != 1:
+        raise DataError(f"labels must be 1-D class indices, got shape {tuple(y.shape)}")
+    return y.long()
+
+
+def _transform(x: Tensor, options: ImageOptions) -> Tensor:
+    if options.channels is not None and x.shape[1] != options.channels:
+        if options.channels == 3 and x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        elif options.channels == 1 and x.shape[1] == 3:
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise ImageShapeError(f"cannot convert {x.shape[1]} channels to {options.channels}")
+    if options.image_size is not None:
+        size = image_size(options.image_size)
+        x = torch.cat([F.interpolate(chunk, size=size, mode="bilinear", antialias=True,
+                                     align_corners=False) for chunk in x.split(512)])
+    if options.mean is not None or options.std is not None:
+        mean = torch.tensor(options.mean or (0.0,) * x.shape[1]).view(1, -1, 1, 1)
+        std = torch.tensor(options.std or (1.0,) * x.shape[1]).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    return x
