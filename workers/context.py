@@ -38,6 +38,9 @@ class WorkerContext:
     cache: InputsCache
     stop: threading.Event = field(default_factory=threading.Event)
     stop_now: threading.Event = field(default_factory=threading.Event)
+    #: Set when the owned job's heartbeat finds another worker owns it now (the job was
+    #: requeued as stale): stop working on that job, not the worker.
+    job_lost: threading.Event = field(default_factory=threading.Event)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:

@@ -115,9 +115,9 @@ def setup_study(ctx: WorkerContext, job: Any, inputs: JobInputs) -> StudyHandle:
     return StudyHandle(seeded, plan, inputs)
 
 
-def run_trials(ctx: WorkerContext, job: Any, handle: StudyHandle, *, owner: bool) -> str:
+def run_trials(ctx: WorkerContext, job: Any, handle: StudyHandle) -> str:
     """Run trials one at a time until the budget is reserved, the job is cancelled, the worker
-    is asked to stop, or (owner only) ownership is lost. Returns which of these happened."""
+    is asked to stop, or ownership of the job is lost. Returns which of these happened."""
     budget = handle.plan.budget
     spec = job.spec
     setup = TrainingSetup(
@@ -136,7 +136,7 @@ def run_trials(ctx: WorkerContext, job: Any, handle: StudyHandle, *, owner: bool
     )
     progress_cb = _progress_callback(ctx, job.id, budget)
     while True:
-        if ctx.stop.is_set():
+        if ctx.stop.is_set() or ctx.job_lost.is_set():
             return "stopping"
         with ctx.session() as session:
             if store.is_cancel_requested(session, job.id):
@@ -169,7 +169,7 @@ def wait_for_running_trials(ctx: WorkerContext, handle: StudyHandle, poll: float
         running = handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
-        if ctx.stop_now.is_set():
+        if ctx.stop_now.is_set() or ctx.job_lost.is_set():
             return
         time.sleep(poll)
 
@@ -194,7 +194,7 @@ def execute_as_owner(ctx: WorkerContext, job: Any) -> None:
         with ctx.session() as session:
             store.mark_study_ready(session, job.id, ctx.worker_id)
         while True:
-            outcome = run_trials(ctx, job, handle, owner=True)
+            outcome = run_trials(ctx, job, handle)
             if outcome == "stopping":
                 break
             wait_for_running_trials(ctx, handle)
@@ -221,7 +221,7 @@ def execute_as_helper(ctx: WorkerContext, job: Any) -> None:
         plan = _plan_from_study(study)
         seed = int(job.spec.get("seed", 0)) + 1 + (hash(ctx.worker_id) % 10_000)
         handle = StudyHandle(open_study(ctx, job, plan, seed), plan, inputs)
-        run_trials(ctx, job, handle, owner=False)
+        run_trials(ctx, job, handle)
     except JobFailed:
         pass  # the owner sees the same failures and fails the job
     except Exception:
@@ -233,7 +233,7 @@ def _write_final_state(ctx: WorkerContext, job_id: str, state: str, payload: Any
         if state == "succeeded":
             store.finish(session, job_id, ctx.worker_id, payload)
         elif state == "cancelled":
-            store.finish_cancelled(session, job_id, ctx.worker_id)
+            store.finish_cancelled(session, job_id, ctx.worker_id, payload)
         elif state == "failed":
             store.fail(session, job_id, ctx.worker_id, payload)
         else:

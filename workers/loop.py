@@ -82,9 +82,9 @@ class JobHeartbeat:
         self._ctx, self._job_id = ctx, job_id
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
-        self.lost = threading.Event()
 
     def __enter__(self) -> JobHeartbeat:
+        self._ctx.job_lost.clear()
         self._thread.start()
         return self
 
@@ -98,8 +98,7 @@ class JobHeartbeat:
                 with self._ctx.session() as session:
                     if not store.heartbeat(session, self._job_id, self._ctx.worker_id):
                         log.warning("lost ownership of job %s", self._job_id)
-                        self.lost.set()
-                        self._ctx.stop.set()
+                        self._ctx.job_lost.set()
                         return
             except Exception:  # a database hiccup: try again next beat
                 log.exception("heartbeat for job %s failed", self._job_id)
@@ -127,6 +126,7 @@ def run_once(ctx: WorkerContext) -> bool:
     for candidate in candidates:
         if store_has_free_slot(ctx, candidate):
             log.info("worker %s helps job %s", ctx.worker_id, candidate.id)
+            ctx.job_lost.clear()
             execute_as_helper(ctx, candidate)
             return True
     return False

@@ -7,6 +7,7 @@ stops beating, the next worker to ask for a trial marks that trial FAIL, and
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 StaleHook = Callable[[optuna.Study, FrozenTrial], None]
+
+# Trial heartbeats, fail_stale_trials and RetryHeartbeatStaleTrialCallback are marked
+# experimental in Optuna 5; the workers depend on them by design, so the warning is noise.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def serialise_sqlite_writers(engine: sqlalchemy.Engine) -> None:

@@ -150,13 +150,18 @@ def fail(session: Session, job_id: str, worker_id: str, error: dict[str, Any]) -
     )
 
 
-def finish_cancelled(session: Session, job_id: str, worker_id: str) -> bool:
-    """running -> cancelled, after the worker stopped on cancel_requested."""
+def finish_cancelled(
+    session: Session, job_id: str, worker_id: str, result: dict[str, Any] | None = None
+) -> bool:
+    """running -> cancelled, after the worker stopped on cancel_requested; ``result`` covers the
+    trials that did run (so a cancelled search still shows what it found)."""
     now = utcnow()
+    value = None if result is None else JobResult.model_validate(result).model_dump(mode="json")
     return _guarded(
         session,
         _owned(job_id, worker_id),
         state=JobState.cancelled,
+        result=value,
         finished_at=now,
         updated_at=now,
     )

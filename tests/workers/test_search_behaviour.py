@@ -1,0 +1,54 @@
+"""Search semantics on one in-process worker: reproducible, robust to bad trials, resumable."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from app import trial_attrs as attrs
+from tests.workers.conftest import Service, tiny_job
+from workers.loop import build_context, run_worker
+
+pytestmark = pytest.mark.slow
+
+
+def _run(service: Service, spec: dict) -> tuple[str, list[optuna.trial.FrozenTrial]]:
+    with service.client() as client:
+        job = client.submit(spec)
+        run_worker(build_context(service.settings, device="cpu"), drain=True)
+        job = client.get(job.id)
+    return job.state, service.study(job.id).get_trials()
+
+
+def test_a_seeded_search_is_reproducible_on_one_worker(sqlite_service: Service):
+    spec = tiny_job(strategy="tpe", max_trials=3, epochs=1)
+    state_a, trials_a = _run(sqlite_service, spec)
+    state_b, trials_b = _run(sqlite_service, spec)
+    assert state_a == state_b == "succeeded"
+    assert [t.params for t in trials_a] == [t.params for t in trials_b]
+    assert [t.value for t in trials_a] == [t.value for t in trials_b]
+
+
+def test_diverging_trials_are_recorded_and_do_not_fail_the_job(sqlite_service: Service):
+    # Adam at learning rates of 10-100 blows the weights up: every trial is a bad trial.
+    spec = tiny_job(strategy="tpe", max_trials=3, epochs=2, lr_min=10.0, lr_max=100.0)
+    state, trials = _run(sqlite_service, spec)
+    assert state == "succeeded"
+    assert len(trials) == 3
+    for trial in trials:
+        assert trial.state.is_finished()
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            assert attrs.FAIL_REASON in trial.user_attrs
+
+
+def test_paper_strategy_runs_the_papers_grid_exactly_once(sqlite_service: Service):
+    spec = tiny_job(strategy="paper", epochs=1, lr_min=1e-3, lr_max=1e-2, baselines=False)
+    state, trials = _run(sqlite_service, spec)
+    assert state == "succeeded"
+    cells = [(t.user_attrs[attrs.LABEL], t.user_attrs[attrs.LR]) for t in trials]
+    assert len(cells) == len(set(cells)) == 5 * 2  # block1..3, head, all  x  {1e-3, 1e-2}
+    with sqlite_service.client() as client:
+        jobs = list(client.iter_jobs())
+        result = client.result(jobs[0].id)
+    assert [row.label for row in result.leaderboard] == [
+        "no fine-tuning", "block1", "block2", "block3", "head", "all"]
