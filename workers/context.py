@@ -7,16 +7,17 @@ import contextlib
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import trial_attrs as attrs
+from app.db import session_scope
 from app.settings import Settings
 from selector.patch import diff_state_dict, save_weights
 from workers.loading import InputsCache, JobInputs
@@ -30,7 +31,7 @@ WEIGHTS_ARTIFACT = "weights_artifact_id"
 @dataclass
 class WorkerContext:
     settings: Settings
-    session_factory: Callable[[], Session]
+    session_factory: sessionmaker[Session]
     storage: optuna.storages.RDBStorage
     artifact_store: Any
     worker_id: str
@@ -42,18 +43,9 @@ class WorkerContext:
     #: requeued as stale): stop working on that job, not the worker.
     job_lost: threading.Event = field(default_factory=threading.Event)
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """One unit of work: commit on success, roll back on error."""
-        session = self.session_factory()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    def session(self) -> contextlib.AbstractContextManager[Session]:
+        """One unit of work on the jobs database (``app.db.session_scope`` owns the commit)."""
+        return session_scope(self.session_factory)
 
     def inputs(self, job: Any) -> JobInputs:
         return self.cache.get(job.spec)

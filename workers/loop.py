@@ -25,8 +25,9 @@ from types import FrameType
 
 from app import store
 from app.artifacts import make_artifact_store
-from app.db import make_engine, make_session_factory
+from app.db import make_engine, make_session_factory, session_scope
 from app.settings import Settings
+from app.trial_attrs import STUDY_PREFIX
 from workers.context import WorkerContext
 from workers.execute import execute_as_helper, execute_as_owner
 from workers.loading import InputsCache
@@ -49,13 +50,8 @@ def build_context(settings: Settings, *, device: str | None = None, worker_id: s
     worker_id = worker_id or new_worker_id()
 
     def give_slot_back(study, trial) -> None:  # a dead worker's trial will be re-run
-        job_id = study.study_name.removeprefix("job-")
-        session = session_factory()
-        try:
-            store.release_trial_slot(session, job_id)
-            session.commit()
-        finally:
-            session.close()
+        with session_scope(session_factory) as session:
+            store.release_trial_slot(session, study.study_name.removeprefix(STUDY_PREFIX))
 
     storage = open_storage(
         settings.storage_url,
