@@ -76,6 +76,7 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Local mode: no API keys, owner 'local'.")
     ] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log).")] = True,
 ) -> None:
     """Serve the REST API."""
     import uvicorn
@@ -94,7 +95,7 @@ def serve(
             fg=typer.colors.YELLOW,
             err=True,
         )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=access_log)
 
 
 @db_app.command("upgrade")

@@ -1,10 +1,10 @@
 """The CLI's remote commands, built on :class:`app.client.Client` alone.
 
 ``surgical submit|status|wait|result|trials|cancel|download|list|delete`` talk to a running service
-(``--url`` / ``SURGICAL_URL``, ``--api-key`` / ``SURGICAL_API_KEY``). Human output is a table;
-``--json`` prints the API's JSON for scripts. Any error ends as one readable line on stderr and a
-non-zero exit status (1 for API errors, 2 for usage, 3 when a waited-for job failed or was
-cancelled, 4 on a wait timeout).
+(``--url`` / ``SURGICAL_URL``, ``--api-key`` / ``SURGICAL_API_KEY``). Human output is a table
+(and, on a terminal, a progress bar while waiting); ``--json`` prints the API's JSON for scripts.
+Any error ends as one readable line on stderr and a non-zero exit status (1 for API errors, 2
+for usage, 3 when a waited-for job failed or was cancelled, 4 on a wait timeout).
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2))
 
 
+def _show_progress(as_json: bool) -> bool:
+    """A progress bar only for people: not with ``--json``, nor into a pipe or a log file."""
+    return not as_json and sys.stderr.isatty()
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -68,14 +73,32 @@ def _console() -> Any:
 
 
 def load_spec(path: Path) -> dict[str, Any]:
-    """A job spec from JSON or YAML (by extension; ``-`` reads JSON from stdin)."""
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    """A job spec from JSON or YAML (by extension; ``-`` reads JSON from stdin).
+
+    Every problem with the file itself is a ``ValueError`` whose message names the file and
+    fits on one line; what the spec says is checked by the service.
+    """
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        spec = yaml.safe_load(text)
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"{path}: invalid YAML{where}: {problem}") from None
     else:
-        spec = json.loads(text)
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: invalid JSON: {error}") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a job spec must be a mapping with 'model' and 'data'")
     return spec
@@ -96,7 +119,7 @@ def register(app: typer.Typer) -> None:
         with Client(url, api_key) as client:
             job = client.submit(load_spec(spec), idempotency_key=idempotency_key)
             if wait:
-                job = client.wait(job.id, progress=not as_json)
+                job = client.wait(job.id, progress=_show_progress(as_json))
                 _show_result(client, job.id, as_json)
                 return
             _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}")
@@ -122,7 +145,7 @@ def register(app: typer.Typer) -> None:
               url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
         """Wait for a job with a progress bar; print its leaderboard."""
         with Client(url, api_key) as client:
-            client.wait(job_id, timeout=timeout, progress=not as_json)
+            client.wait(job_id, timeout=timeout, progress=_show_progress(as_json))
             _show_result(client, job_id, as_json)
 
     @app.command()

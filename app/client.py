@@ -13,10 +13,11 @@ Exceptions, one tree::
     │   ├── NotFound          404: no such job (or another owner's)
     │   ├── Conflict          409: e.g. deleting a running job, result of an unfinished job
     │   └── InvalidRequest    400/422: the spec was refused; .problem.errors names the fields
-    └── JobNotSucceeded       wait(): the job ended failed or cancelled (.job)
-        ├── JobFailed
-        └── JobCancelled
-    WaitTimeout (SurgicalError, TimeoutError): wait() ran out of time (.job is the last seen)
+    ├── JobNotSucceeded       wait(): the job ended failed or cancelled (.job)
+    │   ├── JobFailed
+    │   └── JobCancelled
+    ├── WaitTimeout           wait() ran out of time (.job is the last seen); also a TimeoutError
+    └── PatchMismatch         apply_patch(): the patch does not fit the model; also a ValueError
 
 Example::
 
@@ -48,6 +49,24 @@ from app.schemas import (
     TrialsPublic,
 )
 
+__all__ = [
+    "DEFAULT_URL",
+    "APIError",
+    "Client",
+    "Conflict",
+    "InvalidRequest",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotSucceeded",
+    "NotFound",
+    "PatchMismatch",
+    "SurgicalError",
+    "TransportError",
+    "Unauthorized",
+    "WaitTimeout",
+    "apply_patch",
+]
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -66,7 +85,11 @@ class APIError(SurgicalError):
         self.status = status
         self.problem = problem
         detail = problem.detail or problem.title
-        super().__init__(f"{status} {problem.title}: {detail}" if detail != problem.title else f"{status} {detail}")
+        message = f"{status} {problem.title}: {detail}" if detail != problem.title else f"{status} {detail}"
+        others = [error.field for error in (problem.errors or [])[1:]]
+        if others:  # the detail names the first field; say which others were refused too
+            message += f" (also invalid: {', '.join(others)})"
+        super().__init__(message)
 
 
 class Unauthorized(APIError):
@@ -103,9 +126,15 @@ class JobCancelled(JobNotSucceeded):
 
 
 class WaitTimeout(SurgicalError, TimeoutError):
+    """``wait`` ran out of time; ``.job`` is the last state it saw."""
+
     def __init__(self, job: JobPublic, timeout: float) -> None:
         self.job = job
         super().__init__(f"job {job.id} still {job.state} after {timeout:g} s")
+
+
+class PatchMismatch(SurgicalError, ValueError):
+    """``apply_patch``: a tensor of the patch is not in the model, or has another shape."""
 
 
 _BY_STATUS: dict[int, type[APIError]] = {
@@ -117,8 +146,10 @@ _BY_STATUS: dict[int, type[APIError]] = {
 class Client:
     """A synchronous client; use it as a context manager (it owns its HTTP connection pool).
 
-    ``http`` injects a ready ``httpx.Client`` (for example one on ``httpx.ASGITransport`` or a
-    ``MockTransport``); otherwise one is built on ``base_url`` with the API key as a bearer token.
+    ``http`` injects a ready ``httpx.Client`` whose base URL is the service, for example
+    ``fastapi.testclient.TestClient(create_app(settings))`` (the real app in-process) or one on
+    an ``httpx.MockTransport``; the client then neither builds nor closes one. Otherwise one is
+    built on ``base_url``. ``api_key`` is sent as a bearer token either way.
     """
 
     def __init__(
@@ -131,7 +162,10 @@ class Client:
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_http = http is None
-        self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        try:
+            self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        except httpx.InvalidURL as error:
+            raise TransportError(f"invalid service URL {base_url!r}: {error}") from error
         self._http.headers.update(headers)
 
     def __enter__(self) -> Client:
@@ -148,8 +182,9 @@ class Client:
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise TransportError(f"{method} {path}: {error}") from error
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            where = str(self._http.base_url).rstrip("/") + path
+            raise TransportError(f"{method} {where}: {str(error) or type(error).__name__}") from error
         if response.status_code >= 400:
             raise _api_error(response)
         return response
@@ -170,11 +205,11 @@ class Client:
         params = {k: v for k, v in {"state": state, "page_size": page_size, "page_token": page_token}.items() if v is not None}
         return JobsPublic.model_validate(self._request("GET", "/v1/jobs", params=params).json())
 
-    def iter_jobs(self, state: str | None = None) -> Iterator[JobPublic]:
-        """Every job, following the pagination cursor."""
+    def iter_jobs(self, state: str | None = None, page_size: int | None = None) -> Iterator[JobPublic]:
+        """Every job, newest first, following the pagination cursor (``page_size`` per request)."""
         token: str | None = None
         while True:
-            page = self.list(state=state, page_token=token)
+            page = self.list(state=state, page_size=page_size, page_token=token)
             yield from page.data
             if not page.next_page_token:
                 return
@@ -210,16 +245,17 @@ class Client:
                 with partial.open("wb") as handle:
                     for chunk in response.iter_bytes():
                         handle.write(chunk)
-        except httpx.HTTPError as error:
-            raise TransportError(f"downloading {name}: {error}") from error
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            partial.unlink(missing_ok=True)
+            raise TransportError(f"downloading {name}: {str(error) or type(error).__name__}") from error
         partial.replace(target)
         return target
 
     def wait(self, job_id: str, timeout: float | None = None, progress: bool = True,
              poll: float | None = None) -> JobPublic:
-        """Poll until the job is done (at the server's ``Retry-After`` pace); show a bar of
-        finished trials. Returns the succeeded job; raises JobFailed, JobCancelled or
-        WaitTimeout."""
+        """Poll until the job is done (at the server's ``Retry-After`` pace, or every ``poll``
+        seconds); show a bar of finished trials on stderr. Returns the succeeded job; raises
+        JobFailed, JobCancelled or WaitTimeout (after a last poll at the deadline)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         try:
@@ -231,8 +267,11 @@ class Client:
                 if job.done:
                     break
                 delay = poll if poll is not None else _retry_after(response, 2.0)
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise WaitTimeout(job, timeout or 0.0)
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WaitTimeout(job, timeout or 0.0)
+                    delay = min(delay, remaining)
                 time.sleep(delay)
         finally:
             if bar is not None:
@@ -271,8 +310,9 @@ def _api_error(response: httpx.Response) -> APIError:
     try:
         problem = Problem.model_validate(response.json())
     except Exception:
+        text = " ".join(response.text.split())[:200]  # e.g. a proxy's HTML page: one line
         problem = Problem(title=response.reason_phrase or "error", status=response.status_code,
-                          detail=response.text[:200] or None)
+                          detail=text or None)
     return _BY_STATUS.get(response.status_code, APIError)(response.status_code, problem)
 
 
@@ -280,8 +320,9 @@ def apply_patch(model: Any, patch_path: str | Path) -> Any:
     """Load a downloaded ``patch.safetensors`` into ``model`` (in place; returned).
 
     Every tensor of the patch must name a tensor of the model with the same shape, so a patch
-    for another architecture fails loudly instead of half-applying. Needs torch and safetensors,
-    imported here so the rest of the client does not.
+    for another architecture fails loudly (:class:`PatchMismatch`) instead of half-applying; the
+    model is untouched then. Needs torch and safetensors, imported here so the rest of the
+    client does not.
     """
     from safetensors.torch import load_file
 
@@ -289,9 +330,9 @@ def apply_patch(model: Any, patch_path: str | Path) -> Any:
     state = model.state_dict()
     unknown = [name for name in patch if name not in state]
     if unknown:
-        raise ValueError(f"patch {patch_path} names tensors the model does not have: {unknown[:5]}")
+        raise PatchMismatch(f"patch {patch_path} names tensors the model does not have: {unknown[:5]}")
     wrong = [name for name, tensor in patch.items() if tuple(tensor.shape) != tuple(state[name].shape)]
     if wrong:
-        raise ValueError(f"patch {patch_path} has tensors whose shape differs from the model's: {wrong[:5]}")
+        raise PatchMismatch(f"patch {patch_path} has tensors whose shape differs from the model's: {wrong[:5]}")
     model.load_state_dict(patch, strict=False)
     return model

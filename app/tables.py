@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.table import Table
 
 from app.schemas import JobPublic, JobResult, TrialPublic
@@ -17,7 +18,8 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
     """The paper's table for one job: each tuned part at its validation-selected learning rate."""
     table = Table(title=title)
     for column in ("tuned part", "method", "lr", "val acc %", "test acc %", "tuned params %", "epoch"):
-        table.add_column(column, justify="left" if column in ("tuned part", "method") else "right")
+        table.add_column(column, justify="left" if column in ("tuned part", "method") else "right",
+                         no_wrap=column == "tuned part")
     best = result.recommendation
     for row in result.leaderboard:
         mark = " *" if (row.label == best.label and row.lr == best.lr) else ""
@@ -46,13 +48,15 @@ def trials_table(trials: Sequence[TrialPublic]) -> Table:
 
 
 def jobs_table(jobs: Sequence[JobPublic]) -> Table:
-    table = Table(title="jobs")
-    for column in ("id", "state", "trials", "best val %", "best part", "created"):
-        table.add_column(column)
+    table = Table(title="jobs", box=box.SIMPLE_HEAD)
+    # Ids are what people copy into the next command: never fold or truncate them.
+    table.add_column("id", no_wrap=True, min_width=max((len(job.id) for job in jobs), default=2))
+    for column in ("state", "trials", "best val %", "best part", "created"):
+        table.add_column(column, no_wrap=column in ("state", "trials"))
     for job in jobs:
         p = job.progress
         table.add_row(
             job.id, job.state, f"{p.trials_done}/{p.trials_budget or job.spec.search.max_trials}",
-            _pct(p.best_val_acc), p.best_label or "", job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _pct(p.best_val_acc), p.best_label or "", job.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     return table

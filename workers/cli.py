@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -22,15 +23,18 @@ cli.add_typer(data_cli, name="data")
 def run(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     dashboard_port: Annotated[int, typer.Option(help="Dashboard port.")] = 8080,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core or GPU).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: one per core or GPU).")] = None,
     demo: Annotated[bool, typer.Option(help="Submit the built-in demo job and show its leaderboard.")] = True,
+    demo_spec: Annotated[Path | None, typer.Option(
+        envvar="SURGICAL_DEMO_SPEC", help="Job spec (.json/.yaml) to run as the demo instead of the built-in one.",
+    )] = None,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo job has finished.")] = False,
 ) -> None:
-    """Run the whole product locally: API, workers, dashboard, and a demo job."""
+    """Run the whole product locally: API, workers, dashboard, and a demo job (Ctrl-C stops all)."""
     from workers.embedded import run_embedded
 
     raise typer.Exit(run_embedded(port=port, dashboard_port=dashboard_port, workers=workers,
-                                  demo=demo, exit_after_demo=exit_after_demo))
+                                  demo=demo, exit_after_demo=exit_after_demo, demo_spec=demo_spec))
 
 
 @cli.command()
@@ -39,12 +43,22 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every mutating request.")] = False,
 ) -> None:
-    """Serve the Optuna dashboard on the jobs' studies and artifacts."""
+    """Serve the Optuna dashboard on the jobs' studies and artifacts (SIGTERM/Ctrl-C stop it)."""
     from app.dashboard import make_dashboard_server
     from app.settings import Settings
 
-    server = make_dashboard_server(Settings(), host, port, readonly=read_only)
+    try:
+        server = make_dashboard_server(Settings(), host, port, readonly=read_only)
+    except OSError as error:
+        typer.secho(f"error: cannot serve the dashboard on {host}:{port}: {error.strerror or error}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"dashboard on http://{host}:{port}/dashboard{' (read-only)' if read_only else ''}")
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # leaves serve_forever below; the socket is closed in finally
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -3,21 +3,30 @@
 It migrates the SQLite database in the data directory, builds the built-in source model once,
 starts the API (no API keys: local mode), one worker per core (or per GPU) and the dashboard as
 child processes, submits the demo job, shows its progress and leaderboard, and keeps serving
-until Ctrl-C, which stops every child cleanly (workers finish or abandon their trial; a second
-Ctrl-C kills them).
+until Ctrl-C or SIGTERM.
+
+Stopping (``workers.supervisor``): Ctrl-C or SIGTERM sends every child one SIGTERM (workers
+finish their trial), a second one hurries them; a child that dies on its own stops the rest, and
+any failure ends as one line on stderr with exit status 1.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import httpx
+from workers.supervisor import (
+    Background,
+    Children,
+    Interrupts,
+    SupervisorError,
+    check_port_free,
+    supervise,
+    wait_http,
+)
 
 DEMO_JOB: dict[str, Any] = {
     "model": {"source": "builtin", "name": "mnist-resnet"},
@@ -38,38 +47,23 @@ def default_worker_devices() -> list[str]:
     return ["cpu"] * max(1, os.cpu_count() or 1)
 
 
-@dataclass
-class Children:
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+def load_demo_spec(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return DEMO_JOB
+    from app.cli_client import load_spec
 
-    def start(self, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=env)
-        self.processes.append(process)
-        return process
-
-    def stop(self, grace: float = 30.0) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for process in self.processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    try:
+        return load_spec(path)
+    except ValueError as error:
+        raise SupervisorError(f"--demo-spec: {error}") from None
 
 
-def wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the API at {url} did not become ready within {timeout:.0f} s")
+def _worker_env(env: dict[str, str], devices: list[str]) -> dict[str, str]:
+    """Share the cores between CPU workers: N workers each using every core only contend."""
+    cpu_workers = sum(device == "cpu" for device in devices)
+    if not cpu_workers or "OMP_NUM_THREADS" in env:
+        return env
+    return {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // cpu_workers))}
 
 
 def run_embedded(
@@ -80,56 +74,100 @@ def run_embedded(
     workers: int | None = None,
     demo: bool = True,
     exit_after_demo: bool = False,
+    demo_spec: Path | None = None,
 ) -> int:
+    """Run everything until a signal (or, with ``exit_after_demo``, the demo's end); the exit
+    status: 0 after a requested stop or a succeeded demo, 1 on any failure (said in one line)."""
     from rich.console import Console
 
+    from app.client import SurgicalError
+
+    console = Console(soft_wrap=True, highlight=False)
+
+    def say(text: str) -> None:
+        console.print(text, markup=False)
+
+    with Interrupts() as interrupts:
+        children = Children(interrupts)
+        try:
+            _run(console, say, children, host=host, port=port, dashboard_port=dashboard_port,
+                 workers=workers, demo=demo, exit_after_demo=exit_after_demo, demo_spec=demo_spec)
+            return 0
+        except KeyboardInterrupt:
+            say("interrupted")
+            return 0
+        except SupervisorError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
+        except SurgicalError as error:  # the demo job failed, or the API answered an error
+            print(f"error: demo job: {error}", file=sys.stderr, flush=True)
+            return 1
+        except Exception as error:  # a failed migration, an unreachable database, ...
+            from app.cli import error_message
+
+            print(f"error: {error_message(error)}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            interrupts.stopping = True
+            children.stop(say)
+
+
+def _run(console: Any, say: Callable[[str], None], children: Children, *, host: str, port: int,
+         dashboard_port: int, workers: int | None, demo: bool, exit_after_demo: bool,
+         demo_spec: Path | None) -> None:
     from app.client import Client
     from app.migrate import upgrade
     from app.settings import Settings
     from app.tables import leaderboard_table
 
-    console = Console()
+    if port == dashboard_port:
+        raise SupervisorError(f"--port and --dashboard-port are both {port}")
+    check_port_free(host, port, "--port")
+    check_port_free(host, dashboard_port, "--dashboard-port")
+    spec = load_demo_spec(demo_spec) if demo else None
     env = {**os.environ, "SURGICAL_AUTH": "false"}
-    env.setdefault("SURGICAL_TORCH_THREADS", "1")  # one worker per core: no oversubscription
     settings = Settings(auth=False)
-    console.print(f"[bold]surgical[/] embedded mode: data in {settings.data_dir}")
-    console.print("[yellow]API keys are off: this service is for this machine only (127.0.0.1).[/]")
+    say(f"surgical embedded mode: data in {settings.data_dir}")
+    console.print("[yellow]API keys are off: this service is for this machine only "
+                  f"({host}).[/]", highlight=False)
     upgrade(settings)
-    if demo:
+    model = (spec or {}).get("model", {})
+    if model.get("source") == "builtin":
         from selector.builtin import load_source_model
 
-        console.print("preparing the built-in source model (trained once, then cached) ...")
-        load_source_model("mnist-resnet", data_dir=settings.data_dir)
+        say("preparing the built-in source model (trained once, then cached) ...")
+        load_source_model(model.get("name", "mnist-resnet"), data_dir=settings.data_dir)
 
     devices = default_worker_devices()
     if workers is not None:
-        devices = (devices * workers)[:workers] if devices else ["cpu"] * workers
-    children = Children()
+        devices = (devices * workers)[:workers]
     url = f"http://{host}:{port}"
-    try:
-        children.start("serve", "--host", host, "--port", str(port), "--no-auth", env=env)
-        for device in devices:
-            children.start("worker", "--device", device, "--log-level", "WARNING", env=env)
-        children.start("dashboard", "--host", host, "--port", str(dashboard_port), env=env)
-        wait_ready(url)
-        console.print(f"API        {url}  (docs: {url}/docs)")
-        console.print(f"dashboard  http://{host}:{dashboard_port}/dashboard")
-        console.print(f"workers    {len(devices)} ({', '.join(devices)})")
-        if demo:
-            with Client(url) as client:
-                job = client.submit(DEMO_JOB)
-                console.print(f"demo job   {url}/v1/jobs/{job.id}")
-                job = client.wait(job.id, progress=True)
-                console.print(leaderboard_table(client.result(job.id), title=f"job {job.id}: {job.state}"))
-                for artifact in client.artifacts(job.id):
-                    console.print(f"artifact   {url}/v1/jobs/{job.id}/artifacts/{artifact.name}")
-        if exit_after_demo:
-            return 0
-        console.print("serving; Ctrl-C stops everything")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        console.print("stopping ...")
-        children.stop()
+    dashboard_url = f"http://{host}:{dashboard_port}"
+    children.start("API", "serve", "--host", host, "--port", str(port), "--no-auth", "--no-access-log",
+                   env=env)
+    worker_env = _worker_env(env, devices)
+    for index, device in enumerate(devices):
+        children.start(f"worker {index}", "worker", "--device", device, "--log-level", "WARNING",
+                       env=worker_env)
+    children.start("dashboard", "dashboard", "--host", host, "--port", str(dashboard_port), env=env)
+    wait_http(f"{url}/readyz", "API", children)
+    wait_http(f"{dashboard_url}/api/meta", "dashboard", children)
+    say(f"API        {url}")
+    say(f"API docs   {url}/docs")
+    say(f"dashboard  {dashboard_url}/dashboard")
+    say(f"workers    {len(devices)} ({', '.join(devices)})")
+    if spec is not None:
+        with Client(url) as client:
+            job = client.submit(spec)
+            say(f"demo job   {url}/v1/jobs/{job.id}  (surgical status {job.id} --url {url})")
+            waiter = Background(lambda: client.wait(job.id, progress=True))
+            waiter.start()
+            supervise(children, until=lambda: not waiter.is_alive())
+            job = waiter.result()
+            console.print(leaderboard_table(client.result(job.id), title=f"job {job.id}: {job.state}"))
+            for artifact in client.artifacts(job.id):
+                say(f"artifact   {url}/v1/jobs/{job.id}/artifacts/{artifact.name}")
+    if exit_after_demo:
+        return
+    say("serving; Ctrl-C (or SIGTERM) stops everything")
+    supervise(children)
