@@ -74,10 +74,14 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Claim jobs and run their trials until stopped (SIGTERM: after the current trial)."""
+    import optuna
+
     from app.settings import Settings
     from workers.loop import build_context, run_worker
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(logging.getLevelNamesMapping().get(level, logging.INFO))
     ctx = build_context(Settings(), device=device)
     run_worker(ctx, drain=drain)
 
