@@ -96,7 +96,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         ProblemFieldError(
-            field=field_path(err.get("loc", ())),
+            # A model-level rule names the field it is about in its context.
+            field=(err.get("ctx") or {}).get("field") or field_path(err.get("loc", ())),
             message=_message(str(err.get("msg", "invalid"))),
             loc=[p if isinstance(p, int) else str(p) for p in err.get("loc", ())],
             type=err.get("type"),

@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.uris import check_uri_syntax
 
@@ -31,6 +40,15 @@ SHIFT_KINDS: dict[str, str] = {
     "spurious": "output",
 }  # fmt: skip
 
+#: The source model each built-in shift is defined against (every other shift: mnist-resnet).
+#: The subpopulation model predicts 5 superclasses and the spurious one a binary label, so
+#: another model cannot be evaluated on those targets.
+SHIFT_MODELS: dict[str, str] = {
+    "subpopulation": "mnist-resnet-subpop",
+    "spurious": "mnist-resnet-spurious",
+}
+DEFAULT_BUILTIN_MODEL = "mnist-resnet"
+
 Uri = Annotated[
     str,
     AfterValidator(check_uri_syntax),
@@ -44,10 +62,14 @@ class _Strict(BaseModel):
 
 
 class BuiltinModel(_Strict):
-    """A pretrained model that ships with the service (built and cached on first use)."""
+    """A pretrained model that ships with the service (built and cached on first use).
+
+    Without ``name`` a built-in case uses the source model its shift is defined against
+    (:data:`SHIFT_MODELS`); with other data it means ``mnist-resnet``.
+    """
 
     source: Literal["builtin"] = "builtin"
-    name: Literal["mnist-resnet", "mnist-resnet-subpop", "mnist-resnet-spurious"] = "mnist-resnet"
+    name: Literal["mnist-resnet", "mnist-resnet-subpop", "mnist-resnet-spurious"] | None = None
 
 
 class TorchvisionModel(_Strict):
@@ -97,7 +119,11 @@ class BuiltinData(_Strict):
     source: Literal["builtin"] = "builtin"
     name: Literal["mnist"] = "mnist"
     shift: str = "impulse_noise"
-    severity: int | None = Field(default=5, ge=1, le=5)
+    severity: int | None = Field(
+        default=None, ge=1, le=5,
+        description="1..5 (MNIST-C levels); null: the level calibrated to hurt the source model "
+        "without destroying the signal (selector/builtin/CALIBRATION.md).",
+    )
     n_per_class: int = Field(default=100, ge=1)
     n_val: int = Field(default=20, ge=1)
     n_test: int = Field(default=80, ge=1)
@@ -223,6 +249,27 @@ class JobSpec(_Strict):
     data: DataSpec
     search: SearchSpec = Field(default_factory=SearchSpec)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _builtin_model_fits_the_shift(self) -> JobSpec:
+        """Name the built-in model a built-in shift needs, or refuse one that cannot fit."""
+        if not isinstance(self.model, BuiltinModel):
+            return self
+        if not isinstance(self.data, BuiltinData):
+            self.model.name = self.model.name or DEFAULT_BUILTIN_MODEL
+            return self
+        needed = SHIFT_MODELS.get(self.data.shift, DEFAULT_BUILTIN_MODEL)
+        if self.model.name is None:
+            self.model.name = needed
+        elif self.model.name != needed:
+            raise PydanticCustomError(
+                "model_mismatch",
+                "the {shift} shift is defined against the built-in model "
+                "'{needed}', not '{given}' (leave model.name out to get the right one)",
+                {"shift": self.data.shift, "needed": needed, "given": self.model.name,
+                 "field": "model.name"},
+            )
+        return self
 
 
 JobCreate = JobSpec  # the request body of POST /v1/jobs is the spec itself

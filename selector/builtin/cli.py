@@ -45,22 +45,25 @@ def add_data_commands(subparsers: Any) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table: name, accuracy, status, seconds, path."""
-    header = f"{'model':<24} {'accuracy':>8} {'status':<7} {'seconds':>7}  path"
+    """Plain-text table: name, held-out accuracy, status, seconds now, training seconds, path."""
+    header = (f"{'model':<22} {'accuracy':>8} {'status':<6} {'seconds':>7} {'train s':>7}"
+              "  path")
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append(f"{row['name']:<24} {row['accuracy']:>8.2%} {row['status']:<7} "
-                     f"{row['seconds']:>7.1f}  {row['path']}")
+        lines.append(f"{row['name']:<22} {row['accuracy']:>8.2%} {row['status']:<6} "
+                     f"{row['seconds']:>7.1f} {row['train_seconds']:>7.1f}  {row['path']}")
     return "\n".join(lines)
 
 
-def run_prepare(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_prepare(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     rows = []
     for name in args.model or list(SOURCES):
         started = time.perf_counter()
         source = prepare_source(name, args.data_dir)
         rows.append({"name": name, "accuracy": source.manifest["accuracy"]["accuracy"],
                      "status": "built" if source.built else "cached",
+                     "train_seconds": float(source.manifest.get("train_seconds", 0.0)),
                      "seconds": time.perf_counter() - started, "path": source.path})
         out.write(f"{name}: {rows[-1]['status']} in {rows[-1]['seconds']:.1f} s\n")
         out.flush()
@@ -68,7 +71,8 @@ def run_prepare(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def run_grid(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_grid(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     from selector.builtin.grid import save_shift_grid
 
     path = save_shift_grid(args.out, shifts=args.shift, severity=args.severity, seed=args.seed)

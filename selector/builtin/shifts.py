@@ -54,11 +54,17 @@ _SHIFTS = [
 ]
 SHIFTS: dict[str, ShiftSpec] = {spec.name: spec for spec in _SHIFTS}
 
-#: Severity used when ``severity=None``: the highest MNIST-C level at which mnist-resnet keeps
-#: at least 25% no-fine-tuning accuracy and drops to at most 75%; if no level lands in that
-#: band, the level closest to it. Chosen from the table in ``CALIBRATION.md`` (regenerate it
-#: with ``python -m selector.builtin.calibrate``).
-RECOMMENDED_SEVERITY: dict[str, int] = {}
+#: Severity used when ``severity=None``: the MNIST-C level at which mnist-resnet's
+#: no-fine-tuning accuracy on the target pool is closest to 50% (``calibrate.choose_severity``),
+#: read off the table in ``CALIBRATION.md`` (regenerate: ``python -m selector.builtin.calibrate``).
+#: In the 25-75% band: impulse_noise, glass_blur, motion_blur, shear, scale, rotate, spatter,
+#: gaussian_noise, contrast. Out of it at every level: shot_noise and translate (mild even at
+#: 5), brightness (a cliff: 96% at 1, 15% at 2) and fog (near chance at 1).
+RECOMMENDED_SEVERITY: dict[str, int] = {
+    "shot_noise": 5, "impulse_noise": 4, "glass_blur": 2, "motion_blur": 2, "shear": 5,
+    "scale": 4, "rotate": 3, "brightness": 2, "translate": 5, "fog": 1, "spatter": 3,
+    "gaussian_noise": 4, "contrast": 1,
+}
 
 
 def list_shifts() -> dict[str, str]:

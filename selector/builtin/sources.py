@@ -1,14 +1,11 @@
 """Built-in source models: what each is trained on, and their cached weights.
 
-=======================  =======  ===================================================
-name                     classes  trained on (the SOURCE part of the split only)
-=======================  =======  ===================================================
-``mnist-resnet``         10       clean digits, 300 per digit
-``mnist-resnet-subpop``  5        superclasses, subpopulation A digits (0, 1, 2, 3, 4)
-``mnist-resnet-spurious`` 2       digit >= 5, with the corner patch agreeing 95%
-=======================  =======  ===================================================
+* ``mnist-resnet`` (10 classes): clean digits, 300 per digit.
+* ``mnist-resnet-subpop`` (5 classes): superclasses, subpopulation A digits (0, 1, 2, 3, 4).
+* ``mnist-resnet-spurious`` (2 classes): digit >= 5, with the corner patch agreeing 95%.
 
-Each is built on first use (about 20-45 s on two CPU cores), stored under
+All train on the SOURCE part of the split only (``mnist``), never on the target pool.
+Each is built on first use (about 20-50 s on two idle CPU cores), stored under
 ``<data dir>/models/<name>/`` (see ``cache``) and loaded from there afterwards. The manifest
 records the seed, the data, the recipe and held-out accuracies: ``accuracy`` is measured on
 target-pool images drawn from the *source* distribution (never trained on), and
@@ -34,7 +31,7 @@ from selector.builtin.mnist import load_split, source_stats
 from selector.builtin.pretrain import ARCHITECTURE, TrainConfig, accuracy, build_model, train_source
 
 #: Bump when the data, recipe or architecture change: older cache entries are then rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SOURCE_SEED = 0
 
 Arrays = tuple[np.ndarray, np.ndarray]

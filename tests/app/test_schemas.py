@@ -54,7 +54,7 @@ def test_json_schema_examples_validate() -> None:
 
 @pytest.mark.parametrize("shift", sorted(SHIFT_KINDS))
 def test_every_known_shift_is_accepted(shift: str) -> None:
-    JobSpec.model_validate({**MINIMAL, "data": {"source": "builtin", "shift": shift}})
+    JobSpec.model_validate({"model": {"source": "builtin"}, "data": {"source": "builtin", "shift": shift}})
 
 
 def test_shift_kinds_cover_the_three_families() -> None:
@@ -199,3 +199,30 @@ def test_factory_allowlist(roots: Settings, target: str, allowed: bool) -> None:
         assert _check(roots, model=model).model.source == "factory"
     else:
         assert _fields(roots, model=model) == ["model.target"]
+
+
+def test_a_builtin_case_gets_the_source_model_its_shift_needs():
+    from app.schemas import JobSpec
+
+    def model_for(shift: str) -> str | None:
+        spec = JobSpec.model_validate({"model": {"source": "builtin"},
+                                       "data": {"source": "builtin", "shift": shift}})
+        return spec.model.name
+
+    assert model_for("impulse_noise") == "mnist-resnet"
+    assert model_for("subpopulation") == "mnist-resnet-subpop"
+    assert model_for("spurious") == "mnist-resnet-spurious"
+
+
+def test_a_builtin_model_that_cannot_fit_the_shift_is_refused_naming_the_field():
+    import pytest
+    from pydantic import ValidationError
+
+    from app.schemas import JobSpec
+
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate({"model": {"source": "builtin", "name": "mnist-resnet"},
+                                "data": {"source": "builtin", "shift": "spurious"}})
+    error = caught.value.errors()[0]
+    assert error["ctx"]["field"] == "model.name"
+    assert "mnist-resnet-spurious" in error["msg"]
