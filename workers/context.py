@@ -20,6 +20,7 @@ from app import trial_attrs as attrs
 from app.db import session_scope
 from app.settings import Settings
 from selector.patch import diff_state_dict, save_weights
+from workers import results
 from workers.loading import InputsCache, JobInputs
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,9 @@ class WorkerContext:
 
         def hook(trial: optuna.Trial, spec: Any, result: Any) -> None:
             done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            best = max((t.value for t in done if t.value is not None), default=None)
-            if best is not None and result.best_val_acc <= best:
-                return
+            best = max((results.trial_merit(t) for t in done if t.value is not None), default=None)
+            if best is not None and results.merit(result.best_val_acc, result.tuned_params) <= best:
+                return  # an earlier trial ranks at least as high: it holds the weights
             inputs = self.cache.get(job.spec)
             pretrained = inputs.model.state_dict()
             patch = diff_state_dict(pretrained, result.state_dict)

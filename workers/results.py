@@ -33,15 +33,22 @@ def completed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
 
 
+def merit(val_acc: float, tuned_params: int) -> tuple[float, int]:
+    """How trials are ranked: validation accuracy, then fewer tuned parameters (the paper's
+    argument for surgical fine-tuning); remaining ties go to the earlier trial."""
+    return (val_acc, -tuned_params)
+
+
+def trial_merit(trial: FrozenTrial) -> tuple[float, int]:
+    return merit(float(trial.value or 0.0), int(trial.user_attrs.get(attrs.TUNED_PARAMS, 0)))
+
+
 def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    """Highest validation accuracy; ties go to fewer tuned parameters, then the earlier trial."""
+    """The recommended trial: best :func:`merit`, then the earlier one."""
     done = completed(trials)
     if not done:
         return None
-    return max(
-        done,
-        key=lambda t: (t.value, -int(t.user_attrs.get(attrs.TUNED_PARAMS, 0)), -t.number),
-    )
+    return max(done, key=lambda t: (*trial_merit(t), -t.number))
 
 
 def progress(trials: Sequence[FrozenTrial], budget: int) -> dict[str, Any]:
