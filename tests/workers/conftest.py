@@ -23,16 +23,12 @@ from app.settings import Settings
 from app.trial_attrs import study_name
 from tests.app.conftest import Databases
 from tests.app.server import serve
+from tests.finished_jobs import TINY_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY_JOB: dict[str, Any] = {
-    "model": {"source": "builtin", "name": "mnist-resnet"},
-    "data": {"source": "builtin", "name": "mnist", "shift": "impulse_noise", "severity": 4,
-             "n_per_class": 10, "n_val": 5, "n_test": 5},
-    "search": {"strategy": "auto", "max_trials": 5, "epochs": 2, "batch_size": 32},
-    "seed": 0,
-}
+#: The tiny built-in case shared with tests/finished_jobs.py, with two epochs per trial.
+TINY_JOB: dict[str, Any] = {**TINY_SPEC, "search": {**TINY_SPEC["search"], "max_trials": 5, "epochs": 2}}
 
 
 def tiny_job(**search: Any) -> dict[str, Any]:
