@@ -62,7 +62,7 @@ def run_once(spec: dict, workers: int, models_from: Path, database_url: str | No
             job = store.get_job(session, job_id)
             state, progress = job.state, dict(job.progress)
             best = (job.result or {}).get("recommendation") or {}
-        return {"workers": workers, "seconds": round(seconds, 1), "state": state,
+        return {"workers": workers, "seconds": round(seconds, 1), "state": getattr(state, "value", state),
                 "trials": progress.get("trials_done"), "best": best.get("label"),
                 "best_val_acc": best.get("val_acc")}
 
