@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
+from selector.rgn import group_profile, rgn_weights
 
 
 class InputError(Exception):
@@ -60,14 +61,7 @@ class JobInputs:
             if index >= batches:
                 break
             taken.append(batch)
-        norms = relative_gradient_norms(self.model, taken)
-        top = max(norms.values(), default=0.0) or 1.0
-        profile = {}
-        for group in self.groups:
-            values = [norms[name] / top for name in group.parameters if name in norms]
-            if values:
-                profile[group.name] = float(sum(values) / len(values))
-        return profile
+        return group_profile(rgn_weights(relative_gradient_norms(self.model, taken)), self.groups)
 
 
 def load_inputs(spec: dict[str, Any], *, data_dir: Path, device: str | None,
