@@ -42,12 +42,15 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 # ---------------------------------------------------------------------------------------------
 # The grid
 
-#: Input-level corruptions: a representative mix of noise, blur, weather/occlusion and
-#: photometric MNIST-C corruptions (severity = the built-in calibrated default).
-INPUT_SHIFTS = ("impulse_noise", "shot_noise", "glass_blur", "motion_blur", "fog", "spatter",
-                "zigzag", "brightness")
+#: The committed plan (benchmarks/README.md explains every choice): three MNIST-C corruptions
+#: at their calibrated default severity (one noise, one blur, one overlay; shot_noise barely
+#: hurts, fog/brightness/canny_edges sit at chance, motion_blur and spatter qualify but cost
+#: time) and the three other shifts; at 100 per class one seed on four shifts.
+INPUT_SHIFTS = ("impulse_noise", "glass_blur", "zigzag")
 OTHER_SHIFTS = ("subpopulation", "label_flip", "spurious")
 DEFAULT_SHIFTS = INPUT_SHIFTS + OTHER_SHIFTS
+DEFAULT_SHIFTS_FOR = ("100=impulse_noise,subpopulation,label_flip,spurious",)
+DEFAULT_SEEDS_FOR = ("100=0",)
 NONE = "none"
 SURGICAL = ("all", "head", "block1", "block2", "block3")
 AUTO = ("auto-rgn", "auto-snr")
@@ -670,15 +673,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None,
                    help="built-in data dir (default $SURGICAL_DATA_DIR, else .cache/test-data)")
     p.add_argument("--shifts", type=_csv_list(str), default=DEFAULT_SHIFTS)
-    p.add_argument("--shifts-for", action="append", default=[], metavar="REGIME=S1,S2",
-                   help="shifts of one regime (default --shifts); repeatable")
+    p.add_argument("--shifts-for", action="append", default=list(DEFAULT_SHIFTS_FOR),
+                   metavar="REGIME=S1,S2",
+                   help="shifts of one regime (else --shifts); repeatable, the last one for a "
+                        f"regime wins. Default: {' '.join(DEFAULT_SHIFTS_FOR)}")
     p.add_argument("--severity", action="append", default=[], metavar="SHIFT=LEVEL",
                    help="override a corruption's calibrated severity; repeatable")
     p.add_argument("--regimes", type=_csv_list(int), default=(25, 100),
                    help="labelled training images per class, in run order")
     p.add_argument("--seeds", type=_csv_list(int), default=(0, 1, 2))
-    p.add_argument("--seeds-for", action="append", default=[], metavar="REGIME=0,1",
-                   help="seeds of one regime (default --seeds); repeatable")
+    p.add_argument("--seeds-for", action="append", default=list(DEFAULT_SEEDS_FOR),
+                   metavar="REGIME=0,1",
+                   help="seeds of one regime (else --seeds); repeatable, the last one for a "
+                        f"regime wins. Default: {' '.join(DEFAULT_SEEDS_FOR)}")
     p.add_argument("--lrs", type=_csv_list(float), default=(1e-3, 1e-4))
     p.add_argument("--lrs-for", action="append", default=["head=1e-1,1e-2,1e-3"],
                    metavar="METHOD=LR,LR",
