@@ -5,6 +5,11 @@ A split is materialised as two tensors when it fits in ``MATERIALISE_LIMIT_BYTES
 target sets are a few thousand images): indexing a tensor is far cheaper than collating
 ``Dataset`` items for every batch of every trial. Larger splits are read item by item in the
 same seeded order, so both paths see identical batches.
+
+Decoded image folders (:class:`selector.decode_cache.DecodedImages`) are read as uint8 in whole
+batches: materialised splits are normalised once; larger ones stream uint8 batches (through a
+``DataLoader`` with ``loader_workers`` worker processes and pinned memory on CUDA when asked)
+and are normalised on the training device, which moves a quarter of the bytes of float32.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from selector.decode_cache import DecodedImages
 from selector.errors import DataError, EmptySplitError, ImageShapeError, LabelRangeError
 
-__all__ = ["MATERIALISE_LIMIT_BYTES", "SplitData"]
+__all__ = ["MATERIALISE_LIMIT_BYTES", "SplitData", "has_random_transform"]
 
 MATERIALISE_LIMIT_BYTES = 1 << 30
 
@@ -42,11 +48,27 @@ class SplitData:
         self.device = torch.device("cpu")
         self.num_classes: int | None = None
         limit = MATERIALISE_LIMIT_BYTES if limit_bytes is None else limit_bytes
-        tensors = _as_tensors(dataset, limit)
-        if tensors is None:
+        self.decoded = _decoded(dataset)
+        self.streams = False
+        self.random = has_random_transform(dataset)
+        # a randomly transformed dataset is read item by item every epoch: materialising it
+        # would freeze one draw of the augmentation
+        tensors = (_as_tensors(dataset, limit) if self.decoded is None and not self.random
+                   else None)
+        self.x: Tensor | None = None
+        self.y: Tensor | None = None
+        if self.decoded is not None:
+            base, idx = self.decoded
+            self.sample_shape = tuple(base.images.shape[1:])
+            self.dtype = torch.float32
+            if 4 * int(np.prod(self.sample_shape)) * len(idx) <= limit:
+                x, self.y = base.uint8_batch(idx)
+                self.x = base.transform.normalise(x)
+                self.y = self.y.long()
+            else:
+                self.streams = True
+        elif tensors is None:
             first, _ = _item(dataset, 0, name)
-            self.x: Tensor | None = None
-            self.y: Tensor | None = None
             self.sample_shape = tuple(first.shape)
             self.dtype = first.dtype
         else:
@@ -83,6 +105,9 @@ class SplitData:
         if self.x is not None and self.y is not None:
             idx = indices.to(self.x.device)
             return self.x[idx], self.y[idx]
+        if self.decoded is not None:
+            base, idx = self.decoded
+            return self._on_device(base.uint8_batch(idx[indices]))
         items = [_item(self.dataset, int(i), self.name) for i in indices]
         x = torch.stack([item[0] for item in items]).to(self.device)
         y = torch.tensor([item[1] for item in items], dtype=torch.long, device=self.device)
@@ -95,8 +120,74 @@ class SplitData:
         """Batches in ``order`` (a permutation of ``range(n)``) or in dataset order; the last
         batch may be smaller (the reference's DataLoader keeps it)."""
         indices = order if order is not None else torch.arange(self.n)
-        for start in range(0, self.n, batch_size):
-            yield self.batch(indices[start:start + batch_size])
+        chunks = [indices[start:start + batch_size] for start in range(0, self.n, batch_size)]
+        if self.streams and self.decoded is not None and self.decoded[0].loader_workers > 0:
+            base, idx = self.decoded
+            loader = DataLoader(_BatchReader(base, [idx[c] for c in chunks]), batch_size=None,
+                                num_workers=base.loader_workers,
+                                pin_memory=self.device.type == "cuda")
+            for pair in loader:
+                yield self._on_device(pair)
+            return
+        for chunk in chunks:
+            yield self.batch(chunk)
+
+    def _on_device(self, pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """A uint8 batch moved to the device, then normalised there."""
+        assert self.decoded is not None
+        x, y = (t.to(self.device, non_blocking=True) for t in pair)
+        if self.num_classes is not None:
+            _check_range(y, self.num_classes, self.name)
+        return self.decoded[0].transform.normalise(x), y.long()
+
+
+class _BatchReader(Dataset[tuple[Tensor, Tensor]]):
+    """Item i = the i-th uint8 batch of a decoded dataset (what a DataLoader worker reads)."""
+
+    def __init__(self, base: DecodedImages, chunks: list[Tensor]) -> None:
+        self.base, self.chunks = base, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.base.uint8_batch(self.chunks[index])
+
+
+_RANDOM = ("ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix",
+           "GaussianBlur", "ElasticTransform", "GaussianNoise", "JPEG")
+
+
+def has_random_transform(dataset: Any) -> bool:
+    """Whether ``dataset`` (or the dataset a Subset wraps) applies a random torchvision
+    transform (``Random*``, colour jitter, auto-augment policies, ...). Random augmentation is
+    outside the paper's protocol; such datasets are never materialised nor prefix-cached."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    pending = [getattr(dataset, "transform", None), getattr(dataset, "transforms", None)]
+    while pending:
+        step = pending.pop()
+        if step is None:
+            continue
+        name = type(step).__name__
+        if name.startswith("Random") or name in _RANDOM:
+            return True
+        pending.extend(getattr(step, "transforms", None) or [])
+        inner = getattr(step, "transform", None)
+        if inner is not None and inner is not step:
+            pending.append(inner)
+    return False
+
+
+def _decoded(dataset: Dataset[Any]) -> tuple[DecodedImages, Tensor] | None:
+    """A decoded image dataset (or a Subset of one, nested) and the indices it exposes."""
+    if isinstance(dataset, DecodedImages):
+        return dataset, torch.arange(len(dataset))
+    if isinstance(dataset, Subset):
+        inner = _decoded(dataset.dataset)
+        if inner is not None:
+            return inner[0], inner[1][torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    return None
 
 
 def _as_tensors(dataset: Dataset[Any], limit_bytes: int) -> tuple[Tensor, Tensor] | None:

@@ -3,16 +3,23 @@
 Accepted references (mappings are the job spec's ``data`` object; strings are paths)::
 
     {"source": "imagefolder", "train": dir, "val": dir, "test": dir | None}
-    {"source": "imagefolder", "root": dir}           one directory, split by SplitRule
+    {"source": "imagefolder", "root": dir, "split": {"train": 25, "val": 10, "test": 50}}
+                                                     one directory, cut per class
     {"source": "tensors", "path": "x.pt" | "x.npz"}  images/labels (or x/y), or per-split keys
-    {"source": "tensors", "path": ".../CIFAR-10-C/impulse_noise.npy", "severity": 5}
-                                                     with labels.npy beside it
+    {"source": "tensors", "path": ".../CIFAR-10-C/impulse_noise.npy", "severity": 5,
+     "labels": ".../labels.npy"}                     (labels.npy beside it by default)
     "some/dir" (with train/ and val/ inside, or class folders) / "file.pt" / "file.npz" / ".npy"
+
+Every mapping may carry ``transform`` (:class:`ImageOptions` fields plus ``preset``),
+``split`` (``train``/``val``/``test``: per-class ints or fractions below 1) and ``n_per_class``
+(few-shot train examples per class, seeded).
 
 A single pool of examples is split per class with a seeded rule (:class:`SplitRule`); the
 paper's CIFAR-10-C protocol is ``SplitRule(per_class=(100, 10, 90))``. Images become float
-tensors in [0, 1] (uint8 is divided by 255), channels first; resizing, channel conversion and
-normalisation are :class:`ImageOptions`. Tensor sources are converted once and held in memory.
+tensors in [0, 1] (uint8 is divided by 255), channels first; resizing, cropping, channel
+conversion and normalisation are the resolved transform (:mod:`selector.transforms`; the
+default depends on the model: ``model_ref``). Image folders are decoded once to uint8
+(memory-mapped under ``cache_dir`` when given); tensor sources are held in memory.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from selector.errors import DataError, EmptySplitError, LabelRangeError, Missing
 from selector.image_folders import load_image_folders
 from selector.models_io import local_path
 from selector.tensor_files import load_tensor_file
+from selector.transforms import options_from_mapping, resolve_transform
 
 __all__ = [
     "DataSplits",
@@ -47,24 +55,44 @@ SPLITS = ("train", "val", "test")
 
 def load_datasets(ref: str | Path | Mapping[str, Any], *, num_classes: int | None = None,
                   options: ImageOptions | None = None, split: SplitRule | None = None,
-                  severity: int | None = None) -> DataSplits:
+                  severity: int | None = None, model_ref: Mapping[str, Any] | None = None,
+                  cache_dir: Path | None = None, loader_workers: int = 0) -> DataSplits:
     """Load a data reference (see the module docstring). Keys of a mapping reference named like
-    the fields of :class:`ImageOptions` / :class:`SplitRule` (and ``severity``,
-    ``num_classes``) override the keyword arguments."""
+    the fields of :class:`ImageOptions` / :class:`SplitRule` (and ``transform``, ``split``,
+    ``n_per_class``, ``severity``, ``num_classes``) override the keyword arguments.
+    ``model_ref`` (the job's model object) picks the default transform preset; ``cache_dir``
+    keeps decoded image folders memory-mapped on disk; ``loader_workers`` DataLoader worker
+    processes stream splits too large to hold in memory."""
     spec: dict[str, Any] = dict(ref) if isinstance(ref, Mapping) else {"path": ref}
     options = _override(options or ImageOptions(), spec)
+    if isinstance(spec.get("transform"), Mapping):
+        options = options_from_mapping(spec["transform"])
     split = _override(split or SplitRule(), spec)
+    if isinstance(spec.get("split"), Mapping):
+        split = replace(split, **_split_fields(spec["split"]))
+    if spec.get("n_per_class") is not None:
+        split = replace(split, n_per_class=int(spec["n_per_class"]))
     severity = spec.get("severity", severity)
     num_classes = spec.get("num_classes", num_classes)
-    source = spec.get("source") or _guess_source(spec["path"])
+    source = spec.get("source") or _guess_source(spec.get("path") or spec.get("root"))
+    transform = resolve_transform(options, model_ref)
     if source == "imagefolder":
-        result = load_image_folders(spec, options, split)
+        result = load_image_folders(spec, transform, split, cache_dir=cache_dir,
+                                    loader_workers=loader_workers)
     elif source == "tensors":
-        result = load_tensor_file(local_path(spec["path"]), options, split, severity,
-                          spec.get("labels"))
+        result = load_tensor_file(local_path(spec["path"]), transform, split, severity,
+                                  spec.get("labels"))
     else:
         raise DataError(f"unknown data source {source!r}: expected imagefolder or tensors")
+    result.transform = transform
     return _checked(result, num_classes)
+
+
+def _split_fields(value: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(value) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"unknown split fields {unknown}; expected train, val, test")
+    return {k: value.get(k) for k in ("train", "val", "test")}
 
 
 def load_imagefolder_splits(train: str | Path, val: str | Path, test: str | Path | None = None,
@@ -87,7 +115,8 @@ def load_tensor_splits(path: str | Path, **options: Any
 
 
 def _override(defaults: Any, spec: Mapping[str, Any]) -> Any:
-    changes = {f.name: spec[f.name] for f in fields(defaults) if f.name in spec}
+    changes = {f.name: spec[f.name] for f in fields(defaults)
+               if f.name in spec and f.name not in ("train", "val", "test")}
     for key in ("image_size", "per_class", "mean", "std"):
         if isinstance(changes.get(key), list):
             changes[key] = tuple(changes[key])

@@ -1,5 +1,11 @@
 """ImageFolder directories: one per split (class indices aligned on the train split's), or
-one directory cut per class by a :class:`SplitRule`."""
+one root directory cut per class by a :class:`SplitRule`.
+
+Images are decoded once through the geometric half of the resolved transform into uint8
+(:mod:`selector.decode_cache`; memory-mapped on disk when a ``cache_dir`` is given) and
+normalised per batch. Files are listed like torchvision's ``ImageFolder`` (class folders sorted
+by name, files with an image extension).
+"""
 
 from __future__ import annotations
 
@@ -10,31 +16,24 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from selector.data_spec import DataSplits, ImageOptions, SplitRule, image_size, stratified_split
+from selector.data_spec import DataSplits, SplitRule, few_shot, stratified_split
+from selector.decode_cache import DecodedImages, decode_files
 from selector.errors import DataError, EmptySplitError, LabelRangeError, MissingFileError
 from selector.models_io import local_path
+from selector.transforms import ResolvedTransform
 
-__all__ = ["load_image_folders"]
+__all__ = ["list_images", "load_image_folders"]
 
 SPLITS = ("train", "val", "test")
 
 
-def load_image_folders(spec: Mapping[str, Any], options: ImageOptions, rule: SplitRule
-                  ) -> DataSplits:
-    from torchvision import transforms
-    from torchvision.datasets import ImageFolder
+def load_image_folders(spec: Mapping[str, Any], transform: ResolvedTransform, rule: SplitRule,
+                       *, cache_dir: Path | None = None, loader_workers: int = 0) -> DataSplits:
+    def decoded(path: Path, classes: list[str] | None) -> tuple[DecodedImages, list[str]]:
+        files, labels, names = list_images(path, classes)
+        return decode_files(files, labels, transform, cache_dir=cache_dir,
+                            loader_workers=loader_workers), names
 
-    steps: list[Any] = []
-    if options.channels is not None:
-        steps.append(transforms.Grayscale(options.channels))
-    if options.image_size is not None:
-        steps.append(transforms.Resize(image_size(options.image_size), antialias=True))
-    steps.append(transforms.ToTensor())
-    if options.mean is not None or options.std is not None:
-        channels = len(options.mean or options.std or ())
-        steps.append(transforms.Normalize(options.mean or (0.0,) * channels,
-                                          options.std or (1.0,) * channels))
-    transform = transforms.Compose(steps)
     root = spec.get("root") or spec.get("path")
     dirs = {s: spec.get(s) for s in SPLITS}
     if root is not None and not dirs["train"] and (local_path(root) / "train").is_dir():
@@ -43,37 +42,50 @@ def load_image_folders(spec: Mapping[str, Any], options: ImageOptions, rule: Spl
     if not train_dir:
         if root is None:
             raise DataError("imagefolder data needs train (and val) directories, or a root")
-        whole = _folder(ImageFolder, local_path(root), transform, None)
-        train, val, test = stratified_split(torch.tensor(whole.targets), rule)
+        whole, classes = decoded(local_path(root), None)
+        train, val, test = stratified_split(whole.labels, rule, classes)
         return DataSplits(Subset(whole, train.tolist()), Subset(whole, val.tolist()),
                           Subset(whole, test.tolist()) if len(test) else None,
-                          len(whole.classes), tuple(whole.classes))
-    train_set = _folder(ImageFolder, local_path(train_dir), transform, None)
-    classes = list(train_set.classes)
+                          len(classes), tuple(classes))
+    train_set, classes = decoded(local_path(train_dir), None)
     if not dirs.get("val"):
         raise DataError("imagefolder data with a train directory needs a val directory too")
-    others = {s: _folder(ImageFolder, local_path(d), transform, classes)
+    others = {s: decoded(local_path(d), classes)[0]
               for s, d in dirs.items() if s != "train" and d is not None}
-    return DataSplits(train_set, others["val"], others.get("test"), len(classes),
-                      tuple(classes))
+    few: Any = train_set
+    if rule.n_per_class is not None:
+        keep = few_shot(train_set.labels, torch.arange(len(train_set)), rule.n_per_class,
+                        rule.seed, classes)
+        few = Subset(train_set, keep.tolist())
+    return DataSplits(few, others["val"], others.get("test"), len(classes), tuple(classes))
 
 
-def _folder(base: Any, path: Path, transform: Any, classes: list[str] | None) -> Any:
-    """An ImageFolder; with ``classes``, using that class -> index map (the train split's)."""
+def list_images(path: Path, classes: list[str] | None = None
+                ) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class names) of an ImageFolder directory; with ``classes``, labels use
+    that class -> index map (the train split's) and unknown class folders are an error."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     if not path.is_dir():
         raise MissingFileError(path, "image directory")
     found = sorted(d.name for d in path.iterdir() if d.is_dir())
     if classes is not None:
-        known = list(classes)
-        unknown = sorted(set(found) - set(known))
+        unknown = sorted(set(found) - set(classes))
         if unknown:
             raise LabelRangeError(f"{path} has class folders not in the train split: {unknown}")
-
-        class Aligned(base):  # type: ignore[misc,valid-type]
-            def find_classes(self, directory: Any) -> tuple[list[str], dict[str, int]]:
-                return list(known), {c: i for i, c in enumerate(known)}
-
-        return Aligned(str(path), transform=transform, allow_empty=True)
-    if not found:
+    elif not found:
         raise EmptySplitError(f"{path} has no class folders")
-    return base(str(path), transform=transform, allow_empty=True)
+    names = list(classes) if classes is not None else found
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(names):
+        folder = path / name
+        if not folder.is_dir():
+            continue
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and file.suffix.lower() in IMG_EXTENSIONS:
+                files.append(file)
+                labels.append(index)
+    if not files:
+        raise EmptySplitError(f"{path} has no image files ({', '.join(IMG_EXTENSIONS)})")
+    return files, labels, names

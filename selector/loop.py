@@ -114,7 +114,9 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
     run = _Run(work, splits, config, device)
     with torch.random.fork_rng(devices=_cuda_indices(device)):
         torch.manual_seed(config.seed)
-        if train_now and config.bn_mode == "eval" and config.cache_prefix:
+        # a random transform makes the prefix's output differ between epochs: never cache it
+        random = any(split.random for split in splits.values())
+        if train_now and config.bn_mode == "eval" and config.cache_prefix and not random:
             built = build_prefix_cache(work, trainable, splits, batch_size=EVAL_BATCH_SIZE)
             if built is not None:
                 run.cache, run.splits = built

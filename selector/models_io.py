@@ -5,11 +5,16 @@ Accepted references (string forms are what the CLI takes; mappings are the job s
 
     "resnet18"                                  torchvision architecture, random weights
     {"source": "torchvision", "arch": "resnet18", "weights": "file:///w.pt", "num_classes": 10}
+    {"source": "torchvision", "arch": "resnet18", "weights": "IMAGENET1K_V1"}
+                                                a torchvision weights enum, through the hub cache
     "path/model.ts" / {"source": "torchscript", "path": ...}      a TorchScript archive
     "pkg.module:function" / {"source": "factory", "target": ..., "kwargs": {...}}
     "cifar_resnet"                              alias of "selector.cifar_resnet:cifar_resnet"
     {"source": "builtin", "name": "mnist-resnet"}   delegated to selector.builtin
 
+Weights enums (``"IMAGENET1K_V1"``, ``"DEFAULT"``) are read from torch's hub cache
+(``$TORCH_HOME/hub/checkpoints/<file name of the enum's URL>``), downloaded there only when
+missing and the network allows it; offline deployments pre-seed that directory.
 Weights files are state dicts read with ``torch.load(weights_only=True)`` (never unpickling
 code) or ``.safetensors``. ``num_classes`` different from the checkpoint's replaces the final
 classifier layer (and auxiliary classifiers of the same width) with a fresh, seeded one.
@@ -41,6 +46,7 @@ from selector.errors import (
 
 __all__ = [
     "build_torchvision",
+    "load_hub_weights",
     "load_model",
     "load_state_dict_file",
     "local_path",
@@ -118,7 +124,8 @@ def load_torchvision(arch: str, *, weights: str | Path | None = None,
         if num_classes is not None:
             options["num_classes"] = num_classes
         return build_torchvision(arch, **options).eval()
-    state = load_state_dict_file(weights)
+    state = (load_hub_weights(arch, str(weights)) if _is_weights_name(weights)
+             else load_state_dict_file(weights))
     if arch in ("googlenet", "inception_v3") and "aux_logits" not in options:
         options["aux_logits"] = any(k.startswith(("aux1.", "AuxLogits.")) for k in state)
     if "num_classes" not in options:
@@ -131,6 +138,37 @@ def load_torchvision(arch: str, *, weights: str | Path | None = None,
     if num_classes is not None and num_classes != current:
         replace_head(model, num_classes)
     return model.eval()
+
+
+def load_hub_weights(arch: str, name: str) -> dict[str, Tensor]:
+    """The state dict of torchvision weights enum member ``name`` of ``arch`` from the hub
+    cache (``weights_only=True``)."""
+    from selector.transforms import weights_enum
+
+    try:
+        member = weights_enum(arch, name)
+    except ConfigError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(member.url).path).name
+    try:
+        state = torch.hub.load_state_dict_from_url(member.url, progress=False, check_hash=False,
+                                                   weights_only=True, map_location="cpu")
+    except (OSError, ValueError) as exc:  # offline (URLError is an OSError) or unreadable
+        raise ModelLoadError(
+            f"cannot load {arch} weights {name!r}: {file} is missing and could not be "
+            f"downloaded ({type(exc).__name__}); pre-seed the hub cache (TORCH_HOME) with "
+            f"{member.url}") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read {file} as a state dict with weights_only=True "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                             ) from exc
+    return dict(state)
+
+
+def _is_weights_name(weights: str | Path | None) -> bool:
+    from selector.transforms import is_weights_name
+
+    return isinstance(weights, str) and is_weights_name(weights)
 
 
 def load_torchscript(path: str | Path) -> nn.Module:

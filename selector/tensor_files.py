@@ -1,7 +1,10 @@
 """Tensor files: ``.pt`` / ``.npz`` (one pool, or per-split keys) and CIFAR-10-C ``.npy``.
 
 Images become float tensors in [0, 1] (uint8 is divided by 255), channels first, converted once
-and held in memory; :class:`ImageOptions` resizes, converts channels and normalises.
+and held in memory; the resolved transform (:mod:`selector.transforms`) resizes, crops,
+converts channels and normalises. A single pool is cut by a :class:`SplitRule` (its
+``n_per_class`` keeps a few training examples per class); per-split keys keep their splits and
+``n_per_class`` applies to train.
 """
 
 from __future__ import annotations
@@ -12,21 +15,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from selector.data_spec import DataSplits, ImageOptions, SplitRule, image_size, stratified_split
+from selector.data_spec import DataSplits, SplitRule, few_shot, stratified_split
 from selector.errors import DataError, ImageShapeError, MissingFileError
 from selector.models_io import local_path
+from selector.transforms import ResolvedTransform
 
 __all__ = ["load_tensor_file"]
 
 SPLITS = ("train", "val", "test")
 
 
-def load_tensor_file(path: Path, options: ImageOptions, rule: SplitRule, severity: int | None,
-             labels_path: str | None) -> DataSplits:
+def load_tensor_file(path: Path, options: ResolvedTransform, rule: SplitRule,
+                     severity: int | None, labels_path: str | None) -> DataSplits:
     if not path.is_file():
         raise MissingFileError(path, "data file")
     if path.suffix == ".npy":
@@ -46,7 +49,12 @@ def load_tensor_file(path: Path, options: ImageOptions, rule: SplitRule, severit
         raise DataError(f"{path}: expected keys images/labels (or x/y), or per-split keys such "
                         f"as train_images/train_labels; found {sorted(content)}")
     built = {s: _dataset(*p, options) for s, p in per_split.items() if p is not None}
-    return DataSplits(built["train"], built["val"], built.get("test"), 0)
+    train = built["train"]
+    if rule.n_per_class is not None:
+        x, y = train.tensors
+        keep = few_shot(y, torch.arange(len(y)), rule.n_per_class, rule.seed)
+        train = TensorDataset(x[keep], y[keep])
+    return DataSplits(train, built["val"], built.get("test"), 0)
 
 
 def _read(path: Path) -> Mapping[str, Any]:
@@ -86,7 +94,7 @@ def _cifar_c(path: Path, severity: int | None, labels_path: str | None) -> tuple
         raise DataError(f"{path.name} has {len(images)} images but {labels_file.name} "
                         f"{len(labels)} labels")
     if severity is not None:
-        if severity not in range(1, 6) or len(images) % 5:
+        if severity not in range(1, 6) or len(images) % 5 or len(images) < 5:
             raise DataError(f"severity must be 1..5 for a file of 5 stacked severities; got "
                             f"severity={severity} for {len(images)} images")
         size = len(images) // 5
@@ -95,7 +103,7 @@ def _cifar_c(path: Path, severity: int | None, labels_path: str | None) -> tuple
     return np.array(images), np.asarray(labels)  # copies the slice out of the memory map
 
 
-def _pool(images: Any, labels: Any, options: ImageOptions, rule: SplitRule) -> DataSplits:
+def _pool(images: Any, labels: Any, options: ResolvedTransform, rule: SplitRule) -> DataSplits:
     x, y = _images(images, options), _labels(labels)
     if len(x) != len(y):
         raise DataError(f"{len(x)} images but {len(y)} labels")
@@ -104,14 +112,14 @@ def _pool(images: Any, labels: Any, options: ImageOptions, rule: SplitRule) -> D
                       TensorDataset(x[test], y[test]) if len(test) else None, 0)
 
 
-def _dataset(images: Any, labels: Any, options: ImageOptions) -> TensorDataset:
+def _dataset(images: Any, labels: Any, options: ResolvedTransform) -> TensorDataset:
     x, y = _images(images, options), _labels(labels)
     if len(x) != len(y):
         raise DataError(f"{len(x)} images but {len(y)} labels")
     return TensorDataset(x, y)
 
 
-def _images(images: Any, options: ImageOptions) -> Tensor:
+def _images(images: Any, options: ResolvedTransform) -> Tensor:
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
     if x.dim() == 3:
         x = x.unsqueeze(1)
@@ -121,7 +129,7 @@ def _images(images: Any, options: ImageOptions) -> Tensor:
         raise ImageShapeError(f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got "
                               f"shape {tuple(x.shape)}")
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return _transform(x.contiguous(), options)
+    return options.apply_tensor(x.contiguous())
 
 
 def _labels(labels: Any) -> Tensor:
@@ -129,22 +137,3 @@ def _labels(labels: Any) -> Tensor:
     if y.dim() != 1:
         raise DataError(f"labels must be 1-D class indices, got shape {tuple(y.shape)}")
     return y.long()
-
-
-def _transform(x: Tensor, options: ImageOptions) -> Tensor:
-    if options.channels is not None and x.shape[1] != options.channels:
-        if options.channels == 3 and x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        elif options.channels == 1 and x.shape[1] == 3:
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        else:
-            raise ImageShapeError(f"cannot convert {x.shape[1]} channels to {options.channels}")
-    if options.image_size is not None:
-        size = image_size(options.image_size)
-        x = torch.cat([F.interpolate(chunk, size=size, mode="bilinear", antialias=True,
-                                     align_corners=False) for chunk in x.split(512)])
-    if options.mean is not None or options.std is not None:
-        mean = torch.tensor(options.mean or (0.0,) * x.shape[1]).view(1, -1, 1, 1)
-        std = torch.tensor(options.std or (1.0,) * x.shape[1]).view(1, -1, 1, 1)
-        x = (x - mean) / std
-    return x

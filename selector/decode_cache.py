@@ -1,0 +1,183 @@
+"""Decode image files once into a uint8 array, memory-mapped from disk and shared.
+
+A search trains dozens of trials for several epochs each; decoding every JPEG again in every
+epoch of every trial costs far more than the training of a small head. So a list of image files
+is decoded once, through the geometric half of a :class:`ResolvedTransform`, into one
+``(N, C, H, W)`` uint8 ``.npy`` file under ``cache_dir``; later loads (other trials, other jobs,
+other worker processes on the machine) memory-map it, and the operating system's page cache
+shares the pages between processes.
+
+The file's name is a hash of the file list, every file's size and mtime, and the transform's
+geometry, so a changed folder (a file added, removed or rewritten) gets a new file; older files
+for the same folder and transform are removed. Writes are atomic: the array is written to a
+temporary file and renamed into place, under an exclusive ``flock`` so two workers do not decode
+the same folder twice (the second waits, then maps the first's file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from selector.errors import DataError, ImageShapeError
+from selector.transforms import ResolvedTransform
+
+__all__ = ["DecodedImages", "cache_key", "decode_files"]
+
+_VERSION = 1
+SIZE_HINT = ('set data.transform.image_size (e.g. 224, or [h, w]) or data.transform.preset '
+             '"imagenet" in the job spec (ImageOptions(image_size=...) in the library)')
+
+
+class DecodedImages(Dataset[tuple[Tensor, int]]):
+    """uint8 images (N, C, H, W), labels, and the normalisation applied per item or batch.
+
+    Pickles by path when memory-mapped (DataLoader worker processes map the same file rather
+    than receiving a copy). ``loader_workers`` is how many DataLoader worker processes stream it
+    when it is too large to hold as float tensors (:class:`selector.data.SplitData`)."""
+
+    def __init__(self, images: np.ndarray, labels: Tensor, transform: ResolvedTransform,
+                 *, path: Path | None = None, loader_workers: int = 0) -> None:
+        self.images = images
+        self.labels = labels.long()
+        self.transform = transform
+        self.path = path
+        self.loader_workers = loader_workers
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        x = torch.from_numpy(np.array(self.images[index]))
+        return self.transform.normalise(x.unsqueeze(0))[0], int(self.labels[index])
+
+    def uint8_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Raw uint8 images and labels of ``indices`` (sorted reads: the file is mapped)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        order = torch.argsort(idx)
+        rows = np.asarray(self.images[idx[order].numpy()])
+        x = torch.empty((len(idx), *rows.shape[1:]), dtype=torch.uint8)
+        x[order] = torch.from_numpy(rows)
+        return x, self.labels[idx]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["images"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.images is None and self.path is not None:
+            self.images = np.load(self.path, mmap_mode="r")
+
+
+def cache_key(files: Sequence[Path], transform: ResolvedTransform) -> tuple[str, str]:
+    """(folder key, content key): the folder and geometry; plus every file's size and mtime."""
+    listing = [str(f) for f in files]
+    folder = hashlib.sha256(json.dumps([_VERSION, os.path.commonpath(listing) if listing else "",
+                                        transform.geometry_key()]).encode()).hexdigest()[:16]
+    content = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        content.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return folder, content.hexdigest()[:16]
+
+
+def decode_files(files: Sequence[Path], labels: Sequence[int], transform: ResolvedTransform,
+                 *, cache_dir: Path | None = None, loader_workers: int = 0) -> DecodedImages:
+    """Decode ``files`` through ``transform``'s geometry; with ``cache_dir``, reuse (or write)
+    the memory-mapped cache file. Images of different sizes after the transform are an
+    :class:`ImageShapeError` that names the spec field to set."""
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    if cache_dir is None:
+        return DecodedImages(_decode_all(files, transform), y, transform,
+                             loader_workers=loader_workers)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    folder, content = cache_key(files, transform)
+    path = cache_dir / f"{folder}-{content}.npy"
+    if not path.exists():
+        with _locked(cache_dir / f"{folder}.lock"):
+            if not path.exists():  # another process may have built it while we waited
+                _write(path, files, transform)
+                for stale in cache_dir.glob(f"{folder}-*.npy"):
+                    if stale != path:
+                        stale.unlink(missing_ok=True)
+    images = np.load(path, mmap_mode="r")
+    if len(images) != len(y):
+        raise DataError(f"decode cache {path} holds {len(images)} images for {len(y)} files")
+    return DecodedImages(images, y, transform, path=path, loader_workers=loader_workers)
+
+
+def _decode_all(files: Sequence[Path], transform: ResolvedTransform) -> np.ndarray:
+    first = _decode(files[0], transform)
+    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+    for index, array in enumerate(_arrays(files, transform, first)):
+        out[index] = array
+    return out
+
+
+def _write(path: Path, files: Sequence[Path], transform: ResolvedTransform) -> None:
+    first = _decode(files[0], transform)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        out = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8,
+                                        shape=(len(files), *first.shape))
+        for index, array in enumerate(_arrays(files, transform, first)):
+            out[index] = array
+        out.flush()
+        del out
+        os.replace(temporary, path)  # atomic: readers see the whole file or none
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _arrays(files: Sequence[Path], transform: ResolvedTransform, first: np.ndarray
+            ) -> Iterator[np.ndarray]:
+    yield first
+    for file in files[1:]:
+        array = _decode(file, transform)
+        if array.shape != first.shape:
+            raise ImageShapeError(
+                f"images of different sizes: {files[0].name} is {_hw(first)} but {file.name} "
+                f"is {_hw(array)}; {SIZE_HINT}")
+        yield array
+
+
+def _decode(file: Path, transform: ResolvedTransform) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            return transform.apply_pil(image).numpy()
+    except OSError as exc:
+        raise DataError(f"cannot read image {file}: {exc}") from exc
+
+
+def _hw(array: np.ndarray) -> str:
+    return f"{array.shape[1]}x{array.shape[2]}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

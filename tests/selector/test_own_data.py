@@ -1,0 +1,223 @@
+"""A user's own data: transforms, split rules, few-shot sampling, CIFAR-10-C severities, hub
+weights, and the decode-once cache (issue 10)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Subset, TensorDataset
+
+from selector import ConfigError, DataError, ImageShapeError, ModelLoadError, load_datasets
+from selector.data import SplitData, has_random_transform
+from selector.decode_cache import DecodedImages
+from selector.inputs import ImageOptions, SplitRule, load_model, stratified_split
+from selector.transforms import IMAGENET_MEAN, IMAGENET_STD, resolve_transform
+
+TV = {"source": "torchvision", "arch": "resnet18", "num_classes": 2}
+
+
+def make_folder(root: Path, per_class: int = 6, classes: tuple[str, ...] = ("cat", "dog"),
+                sizes: tuple[tuple[int, int], ...] = ((20, 30), (33, 25), (40, 40)),
+                suffix: str = ".jpg", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = sizes[i % len(sizes)]
+            pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8) // 2 + 60 * c
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:03d}{suffix}")
+    return root
+
+
+# --- transforms --------------------------------------------------------------------------
+
+
+def test_presets_and_defaults_resolve_to_recorded_transforms() -> None:
+    imagenet = resolve_transform(None, TV).record()  # torchvision models default to imagenet
+    assert imagenet == {"preset": "imagenet", "resize": 256, "image_size": [224, 224],
+                        "channels": 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                        "weights": None, "interpolation": "bilinear"}
+    assert resolve_transform(None, {"source": "torchscript", "path": "m.pt"}).record()[
+        "preset"] == "none"
+    small = resolve_transform({"preset": "imagenet", "image_size": 32}, TV)
+    assert (small.resize, small.image_size, small.mean) == (37, (32, 32), IMAGENET_MEAN)
+    explicit = resolve_transform(ImageOptions(image_size=(20, 24), channels=1, mean=(0.5,),
+                                              std=(0.25,)), TV)
+    assert explicit.record()["image_size"] == [20, 24] and explicit.channels == 1
+    weights = resolve_transform({"preset": "weights"}, {**TV, "weights": "IMAGENET1K_V1"})
+    assert weights.weights == "ResNet18_Weights.IMAGENET1K_V1"
+    assert (weights.resize, weights.image_size) == (256, (224, 224))
+
+
+@pytest.mark.parametrize(("options", "model", "match"), [
+    ({"preset": "fancy"}, TV, "unknown transform preset 'fancy'"),
+    ({"mean": [0.5, 0.5], "std": [0.2, 0.2, 0.2]}, None, "mean has 2 values but std 3"),
+    ({"channels": 3, "mean": [0.5], "std": [0.2]}, None, "mean has 1 values for 3 channels"),
+    ({"image_size": 0}, None, "image_size must be positive"),
+    ({"preset": "weights"}, TV, "needs a torchvision model whose weights name"),
+    ({"preset": "weights"}, {**TV, "weights": "NOPE_V9"}, "resnet18 has no weights 'NOPE_V9'"),
+])
+def test_bad_transforms_are_config_errors(options: dict, model: dict | None, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        resolve_transform(options, model)
+
+
+def test_first_batch_mean_and_std_follow_the_normalisation(tmp_path: Path) -> None:
+    """Lossless PNGs of known pixels: after the transform the first training batch has exactly
+    the mean and std that (x / 255 - mean) / std predicts."""
+    make_folder(tmp_path / "train", per_class=4, sizes=((16, 16),), suffix=".png")
+    make_folder(tmp_path / "val", per_class=2, sizes=((16, 16),), suffix=".png", seed=1)
+    mean, std = (0.2, 0.4, 0.6), (0.5, 0.25, 0.125)
+    splits = load_datasets({"source": "imagefolder", "train": tmp_path / "train",
+                            "val": tmp_path / "val",
+                            "transform": {"mean": list(mean), "std": list(std)}})
+    raw = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy())
+                       for f in sorted((tmp_path / "train").rglob("*.png"))])
+    raw = raw.permute(0, 3, 1, 2).double() / 255
+    x, _ = next(SplitData(splits.train, "train").batches(64))
+    assert x.shape == (8, 3, 16, 16)
+    for c in range(3):
+        assert float(x[:, c].mean()) == pytest.approx((float(raw[:, c].mean()) - mean[c]) / std[c],
+                                                      abs=1e-5)
+        assert float(x[:, c].std()) == pytest.approx(float(raw[:, c].std()) / std[c], rel=1e-4)
+
+
+def test_mixed_sizes_without_a_transform_name_the_field(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    with pytest.raises(ImageShapeError, match=r"images of different sizes.*data\.transform\."
+                                               r"image_size"):
+        load_datasets({"source": "imagefolder", "root": tmp_path})
+    fixed = load_datasets({"source": "imagefolder", "root": tmp_path,
+                           "transform": {"image_size": [12, 10]}, "split": {"val": 1, "test": 1}})
+    assert SplitData(fixed.train, "train").sample_shape == (3, 12, 10)
+
+
+# --- split rules and few-shot sampling -----------------------------------------------------
+
+
+def test_split_rule_counts_fractions_and_few_shot(tmp_path: Path) -> None:
+    make_folder(tmp_path, per_class=10, sizes=((8, 8),))
+    counts = load_datasets({"source": "imagefolder", "root": tmp_path,
+                            "split": {"train": 5, "val": 2, "test": 3}, "n_per_class": 2,
+                            "transform": {"preset": "none"}})
+    assert (len(counts.train), len(counts.val), len(counts.test)) == (4, 4, 6)
+    fractions = load_datasets({"source": "imagefolder", "root": tmp_path,
+                               "split": {"val": 0.2, "test": 0.3}})
+    assert (len(fractions.train), len(fractions.val), len(fractions.test)) == (10, 4, 6)
+    labels = torch.arange(30) % 3
+    a = stratified_split(labels, SplitRule(train=6, val=2, n_per_class=3, seed=4))
+    b = stratified_split(labels, SplitRule(train=6, val=2, n_per_class=3, seed=4))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # seeded
+    assert torch.bincount(labels[a[0]]).tolist() == [3, 3, 3]  # stratified
+
+
+def test_split_counts_larger_than_a_class_name_the_class(tmp_path: Path) -> None:
+    make_folder(tmp_path, per_class=4, classes=("ant", "bee"), sizes=((8, 8),))
+    (tmp_path / "bee" / "000.jpg").unlink()
+    with pytest.raises(DataError, match="class 'bee' has 3 examples, fewer than the split"):
+        load_datasets({"source": "imagefolder", "root": tmp_path,
+                       "split": {"train": 2, "val": 1, "test": 1}})
+    with pytest.raises(DataError, match="class 'bee' has 2 training examples, fewer than "
+                                        "n_per_class=3"):
+        load_datasets({"source": "imagefolder", "root": tmp_path,
+                       "split": {"val": 1}, "n_per_class": 3})
+
+
+def test_cifar10c_severity_labels_path_split_and_transform(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (5 * 40, 8, 8, 3), dtype=np.uint8)
+    images[3 * 40:4 * 40] = 7  # severity 4 is recognisable
+    np.save(tmp_path / "fog.npy", images)
+    np.save(tmp_path / "y.npy", np.tile(np.arange(4), 50))
+    splits = load_datasets({"source": "tensors", "path": tmp_path / "fog.npy", "severity": 4,
+                            "labels": str(tmp_path / "y.npy"),
+                            "split": {"train": 5, "val": 2, "test": 3}, "n_per_class": 4,
+                            "transform": {"image_size": 4, "mean": [0.0] * 3,
+                                          "std": [1.0] * 3}})
+    x, y = splits.train.tensors
+    assert x.shape == (16, 3, 4, 4) and torch.allclose(x, torch.full_like(x, 7 / 255))
+    assert len(splits.val) == 8 and len(splits.test) == 12
+    assert splits.transform.record()["image_size"] == [4, 4]
+    with pytest.raises(DataError, match="severity must be 1..5"):
+        load_datasets({"source": "tensors", "path": tmp_path / "fog.npy", "severity": 6,
+                       "labels": str(tmp_path / "y.npy")})
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def test_torchvision_weights_enum_loads_from_the_hub_cache(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    ref = {"source": "torchvision", "arch": "resnet18", "weights": "IMAGENET1K_V1",
+           "num_classes": 3}
+    with pytest.raises(ModelLoadError, match="pre-seed the hub cache"):
+        load_model(ref)
+    state = torchvision.models.resnet18().state_dict()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    model = load_model(ref)
+    assert model.fc.out_features == 3
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+
+
+# --- the decode cache ------------------------------------------------------------------------
+
+
+def test_decode_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "photos", per_class=6, sizes=((16, 16),))
+    cache = tmp_path / "cache"
+    spec = {"source": "imagefolder", "root": root, "transform": {"image_size": 8},
+            "split": {"val": 1, "test": 1}}
+    first = load_datasets(spec, cache_dir=cache)
+    files = sorted(cache.glob("*.npy"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    time.sleep(0.01)
+    second = load_datasets(spec, cache_dir=cache)  # another trial, another load: the same file
+    assert sorted(cache.glob("*.npy")) == files and files[0].stat().st_mtime_ns == stamp
+    base = first.train.dataset
+    assert isinstance(base, DecodedImages) and base.path == second.train.dataset.path
+    changed = root / "dog" / "002.jpg"
+    Image.new("RGB", (16, 16), (250, 0, 0)).save(changed)
+    os.utime(changed, ns=(stamp + 10**9, stamp + 10**9))
+    third = load_datasets(spec, cache_dir=cache)
+    rebuilt = sorted(cache.glob("*.npy"))
+    assert len(rebuilt) == 1 and rebuilt != files  # a new key; the stale file is gone
+    # files are cat/000..005 then dog/000..005: dog/002 is image 8 of the decoded folder
+    assert third.train.dataset.images[8][0].mean() > 200  # the red image was decoded
+
+
+def test_streamed_batches_equal_materialised_ones(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "photos", per_class=8, sizes=((12, 12),))
+    splits = load_datasets({"source": "imagefolder", "root": root, "split": {"val": 1},
+                            "transform": {"preset": "imagenet", "image_size": 8}},
+                           cache_dir=tmp_path / "cache", loader_workers=2)
+    in_memory = SplitData(splits.train, "train")
+    streamed = SplitData(splits.train, "train", limit_bytes=1)
+    assert in_memory.x is not None and streamed.streams
+    order = torch.randperm(in_memory.n, generator=torch.Generator().manual_seed(0))
+    for (xa, ya), (xb, yb) in zip(in_memory.batches(5, order), streamed.batches(5, order),
+                                  strict=True):
+        assert torch.equal(ya, yb) and torch.allclose(xa, xb)
+
+
+def test_random_transforms_are_never_materialised_nor_cached() -> None:
+    from torchvision import transforms
+
+    class Flipping(TensorDataset):
+        transform = transforms.Compose([transforms.RandomHorizontalFlip()])
+
+    data = Flipping(torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long))
+    assert has_random_transform(Subset(data, [0, 1]))
+    assert not has_random_transform(TensorDataset(torch.rand(2, 1, 4, 4), torch.zeros(2)))
+    split = SplitData(data, "train")
+    assert split.random and split.x is None
