@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from selector.data import SplitData
 from selector.errors import ConfigError, DataError, ImageShapeError
 from selector.freeze import OPTIMIZERS, set_trainable
+from selector.precision import PRECISIONS, Precision, cudnn_benchmark, resolve_precision
 from selector.prefix_cache import build_prefix_cache
 from selector.results import EpochMetrics, FinetuneResult
 
@@ -57,6 +58,8 @@ class TrainConfig:
     device: str | torch.device | None = None
     cache_prefix: bool = True
     test_each_epoch: bool = True
+    precision: str = "auto"
+    deterministic: bool = False
 
     def validate(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
@@ -71,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.bn_mode not in ("eval", "train"):
             raise ConfigError(f"bn_mode must be 'eval' or 'train', got {self.bn_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 class EpochPolicy(Protocol):
@@ -111,8 +116,11 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
     initial = {k: v.detach().to("cpu", copy=True) for k, v in work.state_dict().items()}
     check_model_accepts(work, splits)
     train_now = bool(trainable) and config.epochs > 0 and method != "none"
-    run = _Run(work, splits, config, device)
-    with torch.random.fork_rng(devices=_cuda_indices(device)):
+    precision = resolve_precision(config.precision, device, work)
+    precision.prepare_model(work)
+    run = _Run(work, splits, config, device, precision)
+    with torch.random.fork_rng(devices=_cuda_indices(device)), \
+            cudnn_benchmark(device, config.deterministic):
         torch.manual_seed(config.seed)
         # a random transform makes the prefix's output differ between epochs: never cache it
         random = any(split.random for split in splits.values())
@@ -143,7 +151,8 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
         total_params=total, tuned_share=tuned / total if total else 0.0,
         wall_seconds=time.perf_counter() - started, state_dict=state,
         tuned_parameter_names=ordered,
-        rgn_profile=[m.rgn for m in run.history if m.rgn is not None] or None)
+        rgn_profile=[m.rgn for m in run.history if m.rgn is not None] or None,
+        precision=precision.name)
 
 
 @dataclass
@@ -154,13 +163,21 @@ class _Run:
     splits: dict[str, SplitData]
     config: TrainConfig
     device: torch.device
+    precision: Precision
     cache: Any = None
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, Tensor] = field(default_factory=dict)
+    scaler: Any = None  # a GradScaler for fp16, False once known not to need one
 
     def forward(self, x: Tensor) -> Tensor:
-        return logits_of(self.cache(x) if self.cache is not None else self.model(x))
+        """Logits in fp32 (under autocast when the precision asks for it)."""
+        with self.precision.autocast():
+            if self.cache is not None:
+                out = self.cache(x)
+            else:
+                out = self.model(self.precision.prepare_input(x))
+        return logits_of(out).float()
 
     def eval(self, split: str) -> tuple[float, float]:
         return evaluate_split(self.forward, self.splits[split], EVAL_BATCH_SIZE)
@@ -204,13 +221,20 @@ class _Run:
         split = self.splits["train"]
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        if self.scaler is None:
+            self.scaler = self.precision.scaler() or False
         for x, y in split.batches(self.config.batch_size, order):
             logits = self.forward(x)
             loss = F.cross_entropy(logits, y)
             if loss.requires_grad:  # False when no tuned parameter is on the forward path
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if self.scaler:  # fp16: scale the loss so small gradients survive
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
             total_loss += loss.detach() * len(y)
             correct += (logits.detach().argmax(dim=1) == y).sum()
         return float(total_loss) / split.n, float(correct) / split.n

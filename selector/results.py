@@ -38,3 +38,4 @@ class FinetuneResult:
     state_dict: dict[str, Tensor]  # full weights at best_epoch, CPU
     tuned_parameter_names: list[str]
     rgn_profile: list[dict[str, float]] | None = None
+    precision: str = "fp32"  # what the training ran in: fp32 | bf16 | fp16

@@ -108,6 +108,7 @@ def auto_rgn_finetune(
     device: str | torch.device | None = None, on_epoch: OnEpoch | None = None,
     groups: Sequence[LayerGroup] | None = None, keep_optimizer_state: bool = False,
     score_batches: int = SCORE_BATCHES, test_each_epoch: bool = True,
+    precision: str = "auto", deterministic: bool = False,
 ) -> FinetuneResult:
     """Auto-RGN: every non-normalisation tensor is tuned with ``lr * RGN / max RGN``, the
     weights recomputed at the start of every epoch (one optimizer group per tensor, the
@@ -115,7 +116,8 @@ def auto_rgn_finetune(
     ``EpochMetrics.rgn`` hold each group's mean weight per epoch. Other arguments as
     :func:`selector.surgical_finetune`."""
     config = TrainConfig(lr, epochs, weight_decay, batch_size, optimizer, bn_mode, seed, device,
-                         cache_prefix=False, test_each_epoch=test_each_epoch)
+                         cache_prefix=False, test_each_epoch=test_each_epoch,
+                         precision=precision, deterministic=deterministic)
     all_groups = list(groups) if groups is not None else discover_groups(model)
     policy = _RgnPolicy(_scored_names(model), all_groups, config, keep_optimizer_state,
                         score_batches)
@@ -131,13 +133,15 @@ def auto_snr_finetune(
     device: str | torch.device | None = None, on_epoch: OnEpoch | None = None,
     groups: Sequence[LayerGroup] | None = None, threshold: float = SNR_THRESHOLD,
     score_batches: int = SCORE_BATCHES, test_each_epoch: bool = True,
+    precision: str = "auto", deterministic: bool = False,
 ) -> FinetuneResult:
     """Auto-SNR (the reference's ``eb-criterion``, see :func:`gradient_snr`): at the start of
     every epoch, tensors scoring under ``threshold`` get learning rate 0 for that epoch, the
     others ``lr``. ``tuned_parameter_names`` lists every tensor trained in at least one epoch.
     Other arguments as :func:`selector.surgical_finetune`."""
     config = TrainConfig(lr, epochs, weight_decay, batch_size, optimizer, bn_mode, seed, device,
-                         cache_prefix=False, test_each_epoch=test_each_epoch)
+                         cache_prefix=False, test_each_epoch=test_each_epoch,
+                         precision=precision, deterministic=deterministic)
     all_groups = list(groups) if groups is not None else discover_groups(model)
     policy = _SnrPolicy(_scored_names(model), config, threshold, score_batches)
     result = run_finetune(model, train, val, test, method="auto-snr", tuned_groups=[],

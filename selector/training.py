@@ -89,6 +89,8 @@ def surgical_finetune(
     groups: Sequence[LayerGroup] | None = None,
     cache_prefix: bool = True,
     test_each_epoch: bool = True,
+    precision: str = "auto",
+    deterministic: bool = False,
 ) -> FinetuneResult:
     """Fine-tune only the layer groups in ``tune`` on a deep copy of ``model``.
 
@@ -98,10 +100,12 @@ def surgical_finetune(
     its exceptions propagate (the workers raise ``optuna.TrialPruned`` there).
     ``cache_prefix``: reuse the frozen prefix's activations when exact (``bn_mode="eval"``, see
     :mod:`selector.prefix_cache`). ``test_each_epoch=False`` evaluates test only once, at the
-    best epoch (then ``EpochMetrics.test_acc`` is None).
+    best epoch (then ``EpochMetrics.test_acc`` is None). ``precision``: "auto" | "fp32" |
+    "bf16" | "fp16" (:mod:`selector.precision`; ``result.precision`` says what ran);
+    ``deterministic`` keeps ``cudnn.benchmark`` off on CUDA.
     """
     config = TrainConfig(lr, epochs, weight_decay, batch_size, optimizer, bn_mode, seed, device,
-                         cache_prefix, test_each_epoch)
+                         cache_prefix, test_each_epoch, precision, deterministic)
     all_groups = list(groups) if groups is not None else discover_groups(model)
     chosen = resolve_tune(all_groups, tune)
     names = tuned_parameter_names(model, chosen)

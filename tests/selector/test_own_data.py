@@ -221,3 +221,33 @@ def test_random_transforms_are_never_materialised_nor_cached() -> None:
     assert not has_random_transform(TensorDataset(torch.rand(2, 1, 4, 4), torch.zeros(2)))
     split = SplitData(data, "train")
     assert split.random and split.x is None
+
+
+# --- precision -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("auto", "fp32"), ("fp32", "fp32"),
+                                                      ("bf16", "bf16"), ("fp16", "fp16")])
+def test_precisions_train_on_cpu(precision: str, expected: str) -> None:
+    """bf16 and fp16 autocast (fp16 with a grad scaler) run on CPU through the same loop as on
+    CUDA; "auto" means fp32 on CPU."""
+    from torch import nn
+
+    from selector import surgical_finetune
+    from selector.precision import resolve_precision
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    x, y = torch.rand(24, 3, 8, 8), torch.arange(24) % 3
+    data = TensorDataset(x, y)
+    result = surgical_finetune(model, "all", data, data, lr=1e-2, epochs=2, batch_size=8,
+                               precision=precision, device="cpu")
+    assert result.precision == expected
+    assert result.epochs[-1].train_loss == pytest.approx(result.epochs[-1].train_loss)  # finite
+    changed = [k for k, v in result.state_dict.items() if not torch.equal(v, model.state_dict()[k])]
+    assert changed  # the optimizer stepped (a scaler that skipped every step would fail here)
+    cuda = resolve_precision("auto", torch.device("cuda"), model)
+    assert cuda.channels_last and cuda.name in ("bf16", "fp16")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        resolve_precision("fp8", torch.device("cpu"))
