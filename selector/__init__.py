@@ -16,16 +16,16 @@ from selector.errors import (
     ModelLoadError,
     SelectorError,
 )
-from selector.groups import (
+from selector.finetune.rgn import auto_rgn_finetune, auto_snr_finetune, relative_gradient_norms
+from selector.finetune.surgical import EpochMetrics, FinetuneResult, evaluate, surgical_finetune
+from selector.io.inputs import load_datasets, load_model
+from selector.layers.groups import (
     GroupMatch,
     LayerGroup,
     discover_groups,
     format_groups_table,
     match_groups,
 )
-from selector.inputs import load_datasets, load_model
-from selector.rgn import auto_rgn_finetune, auto_snr_finetune, relative_gradient_norms
-from selector.training import EpochMetrics, FinetuneResult, evaluate, surgical_finetune
 
 __all__ = [
     "CheckpointMismatchError",

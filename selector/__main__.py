@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_groups(args: argparse.Namespace) -> int:
-    from selector.groups import discover_groups, format_groups_table, model_family
-    from selector.models_io import build_torchvision, load_model, torchvision_architectures
+    from selector.io.models_io import build_torchvision, load_model, torchvision_architectures
+    from selector.layers.groups import discover_groups, format_groups_table, model_family
 
     if args.model in torchvision_architectures():
         model = build_torchvision(args.model, meta=True)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import trial_attrs as attrs
 from app.db import session_scope
 from app.settings import Settings
-from selector.patch import diff_state_dict, save_weights
+from selector.io.patch import diff_state_dict, save_weights
 from workers import results
 from workers.loading import InputsCache, JobInputs
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
-from selector.rgn import group_profile, rgn_weights
+from selector.finetune.rgn import group_profile, rgn_weights
 
 
 class InputError(Exception):

@@ -34,7 +34,7 @@ from selector import (
     auto_snr_finetune,
     surgical_finetune,
 )
-from selector.space import ALL, TrialSpec, contiguous, label_for
+from workers.space import ALL, TrialSpec, contiguous, label_for
 
 PART = "part"
 START = "start"

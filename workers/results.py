@@ -14,7 +14,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
-from selector.space import ALL, NO_FINETUNING
+from workers.space import ALL, NO_FINETUNING
 
 #: Trials that count against a job's budget. Trials failed because their worker died are
 #: retried by Optuna's heartbeat callback and do not count; trials that failed on their own

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from selector.space import (
+from workers.objective import SearchSpace
+from workers.space import (
     ALL,
     DEFAULT_BASELINE_LR,
     TrialSpec,
@@ -29,7 +30,6 @@ from selector.space import (
     paper_parts,
     rank_groups_by_rgn,
 )
-from workers.objective import SearchSpace
 
 STRATEGIES = ("auto", "paper", "tpe", "auto-rgn")
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from selector import GroupSpecError, discover_groups, match_groups
 from selector.cifar_resnet import CifarResNet
-from selector.models_io import build_torchvision
+from selector.io.models_io import build_torchvision
 
 
 @pytest.fixture

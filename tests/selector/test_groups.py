@@ -11,8 +11,8 @@ from torch import nn
 
 from selector import ConfigError, discover_groups, format_groups_table
 from selector.cifar_resnet import CifarResNet
-from selector.groups import model_family
-from selector.models_io import build_torchvision
+from selector.io.models_io import build_torchvision
+from selector.layers.groups import model_family
 
 ARCHS = torchvision.models.list_models(module=torchvision.models)
 AUX = {"googlenet": {"aux_logits": True}, "inception_v3": {"aux_logits": True}}

@@ -26,7 +26,7 @@ from selector import (
     load_model,
 )
 from selector.cifar_resnet import CifarResNet
-from selector.inputs import ImageOptions, SplitRule, stratified_split
+from selector.io.inputs import ImageOptions, SplitRule, stratified_split
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path) -> None:
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
                tmp_path / "wrapped.pt")
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    from selector.inputs import load_state_dict_file
+    from selector.io.inputs import load_state_dict_file
 
     for name in ("wrapped.pt", "w.safetensors"):
         state = load_state_dict_file(tmp_path / name)

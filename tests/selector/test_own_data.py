@@ -14,10 +14,10 @@ from PIL import Image
 from torch.utils.data import Subset, TensorDataset
 
 from selector import ConfigError, DataError, ImageShapeError, ModelLoadError, load_datasets
-from selector.data import SplitData, has_random_transform
-from selector.decode_cache import DecodedImages
-from selector.inputs import ImageOptions, SplitRule, load_model, stratified_split
-from selector.transforms import IMAGENET_MEAN, IMAGENET_STD, resolve_transform
+from selector.finetune.batches import SplitData, has_random_transform
+from selector.io.decode_cache import DecodedImages
+from selector.io.inputs import ImageOptions, SplitRule, load_model, stratified_split
+from selector.io.transforms import IMAGENET_MEAN, IMAGENET_STD, resolve_transform
 
 TV = {"source": "torchvision", "arch": "resnet18", "num_classes": 2}
 
@@ -234,7 +234,7 @@ def test_precisions_train_on_cpu(precision: str, expected: str) -> None:
     from torch import nn
 
     from selector import surgical_finetune
-    from selector.precision import resolve_precision
+    from selector.finetune.precision import resolve_precision
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

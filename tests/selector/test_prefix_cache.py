@@ -9,9 +9,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from selector import discover_groups, surgical_finetune
-from selector.data import SplitData
-from selector.freeze import resolve_tune, set_trainable, tuned_parameter_names
-from selector.prefix_cache import build_prefix_cache
+from selector.finetune.batches import SplitData
+from selector.finetune.freeze import resolve_tune, set_trainable, tuned_parameter_names
+from selector.finetune.prefix_cache import build_prefix_cache
 
 
 class Branches(nn.Module):

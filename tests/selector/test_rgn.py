@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import selector.rgn as rgn_module
+import selector.finetune.rgn as rgn_module
 from selector import auto_rgn_finetune, auto_snr_finetune, relative_gradient_norms
-from selector.module_types import normalisation_parameter_names
-from selector.rgn import gradient_snr, rgn_weights
+from selector.finetune.rgn import gradient_snr, rgn_weights
+from selector.layers.module_types import normalisation_parameter_names
 
 
 class Tiny(nn.Module):

@@ -19,8 +19,8 @@ from selector import (
     evaluate,
     surgical_finetune,
 )
-from selector import data as data_module
-from selector.freeze import make_optimizer
+from selector.finetune import batches as data_module
+from selector.finetune.freeze import make_optimizer
 
 FAST = dict(lr=1e-2, epochs=2, batch_size=32)
 

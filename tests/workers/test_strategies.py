@@ -3,8 +3,8 @@
 import optuna
 import pytest
 
-from selector.space import PAPER_LRS, TrialSpec
 from workers.objective import SearchSpace, encode
+from workers.space import PAPER_LRS, TrialSpec
 from workers.strategies import make_plan
 
 GROUPS = ("block1", "block2", "block3", "head")

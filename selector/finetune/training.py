@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from selector.data import SplitData
 from selector.errors import ConfigError, DataError, ImageShapeError
-from selector.freeze import OPTIMIZERS, set_trainable
-from selector.precision import PRECISIONS, Precision, cudnn_benchmark, resolve_precision
-from selector.prefix_cache import build_prefix_cache
-from selector.results import EpochMetrics, FinetuneResult
+from selector.finetune.batches import SplitData
+from selector.finetune.freeze import OPTIMIZERS, set_trainable
+from selector.finetune.precision import PRECISIONS, Precision, cudnn_benchmark, resolve_precision
+from selector.finetune.prefix_cache import build_prefix_cache
+from selector.finetune.records import EpochMetrics, FinetuneResult
 
 __all__ = [
     "EVAL_BATCH_SIZE",

@@ -7,7 +7,7 @@ re-create the optimizer (so Adam's moments reset every epoch). Normalisation par
 never scored and stay frozen.
 
 One deliberate difference from the reference: normalisation parameters are recognised by
-module type (:func:`selector.module_types.is_normalisation`), not by the letters ``"bn"`` in the
+module type (:func:`selector.layers.module_types.is_normalisation`), not by the letters ``"bn"`` in the
 parameter name. The reference's test misses ResNet-50's ``downsample.1`` BatchNorms and every
 LayerNorm, which it therefore scores and trains like weights.
 """
@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from selector.data import SplitData
 from selector.errors import ConfigError
-from selector.freeze import make_optimizer, per_tensor_groups
-from selector.groups import LayerGroup, discover_groups
-from selector.loop import OnEpoch, TrainConfig, logits_of, run_finetune
-from selector.module_types import normalisation_parameter_names
-from selector.results import FinetuneResult
+from selector.finetune.batches import SplitData
+from selector.finetune.freeze import make_optimizer, per_tensor_groups
+from selector.finetune.records import FinetuneResult
+from selector.finetune.training import OnEpoch, TrainConfig, logits_of, run_finetune
+from selector.layers.groups import LayerGroup, discover_groups
+from selector.layers.module_types import normalisation_parameter_names
 
 __all__ = [
     "auto_rgn_finetune",

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from selector.errors import ConfigError, GroupSpecError
-from selector.groups import LayerGroup
+from selector.layers.groups import LayerGroup
 
 __all__ = [
     "OPTIMIZERS",

@@ -2,7 +2,7 @@
 
 Stage granularity follows the paper (Lee et al. 2023, tuned parts of the reference code):
 ``block1`` = stem + first stage (ResNet: ``conv1+bn1+layer1``), one group per later stage, then
-``head`` (the final classifier layer). Exceptions, all documented in :mod:`selector.arch_rules`:
+``head`` (the final classifier layer). Exceptions, all documented in :mod:`selector.layers.arch_rules`:
 
 - ViT: ``block1`` is the patch + position embedding alone (the paper's "embedding layer" choice
   for CLIP ViT-B/16), the encoder layers form four contiguous groups ``block2`` .. ``block5``;
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from selector.arch_rules import HEAD, PRELOGITS, STAGE, STEM, TAIL, Layout, Slot, layout
 from selector.errors import ConfigError, GroupSpecError
+from selector.layers.arch_rules import HEAD, PRELOGITS, STAGE, STEM, TAIL, Layout, Slot, layout
 
 __all__ = [
     "GroupMatch",

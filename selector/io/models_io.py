@@ -143,7 +143,7 @@ def load_torchvision(arch: str, *, weights: str | Path | None = None,
 def load_hub_weights(arch: str, name: str) -> dict[str, Tensor]:
     """The state dict of torchvision weights enum member ``name`` of ``arch`` from the hub
     cache (``weights_only=True``)."""
-    from selector.transforms import weights_enum
+    from selector.io.transforms import weights_enum
 
     try:
         member = weights_enum(arch, name)
@@ -166,7 +166,7 @@ def load_hub_weights(arch: str, name: str) -> dict[str, Tensor]:
 
 
 def _is_weights_name(weights: str | Path | None) -> bool:
-    from selector.transforms import is_weights_name
+    from selector.io.transforms import is_weights_name
 
     return isinstance(weights, str) and is_weights_name(weights)
 
@@ -238,7 +238,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
 def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     """Swap the final classifier layer (and same-width auxiliary classifiers in the head group)
     for fresh ones with ``num_classes`` outputs, initialised with a fixed seed. In place."""
-    from selector.groups import discover_groups
+    from selector.layers.groups import discover_groups
 
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from selector.data import SplitData
+from selector.finetune.batches import SplitData
 
 __all__ = ["CACHE_LIMIT_BYTES", "PrefixCache", "build_prefix_cache"]
 

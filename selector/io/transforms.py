@@ -5,7 +5,7 @@ A transform has two halves, kept apart on purpose:
 
 - the *geometry* (resize the shorter side, centre-crop or resize to ``image_size``, convert
   channels) runs once per image when it is decoded; its output is uint8 and can be cached on
-  disk (:mod:`selector.decode_cache`);
+  disk (:mod:`selector.io.decode_cache`);
 - the *normalisation* (``(x / 255 - mean) / std``) runs per batch, on the batch's device.
 
 Presets:
@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from selector.data_spec import ImageOptions, image_size
 from selector.errors import ConfigError, ImageShapeError
+from selector.io.data_spec import ImageOptions, image_size
 
 __all__ = [
     "IMAGENET_MEAN",

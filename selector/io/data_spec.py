@@ -20,7 +20,7 @@ __all__ = ["DataSplits", "ImageOptions", "SplitRule", "few_shot", "image_size",
 @dataclass(frozen=True)
 class ImageOptions:
     """What the user asks for (the job spec's ``data.transform``); resolved by
-    :func:`selector.transforms.resolve_transform`. ``preset``: "none" | "imagenet" |
+    :func:`selector.io.transforms.resolve_transform`. ``preset``: "none" | "imagenet" |
     "weights" (None: the model's default); ``image_size``: (H, W) or a square side, a plain
     resize, or the centre crop after ``resize`` (shorter side); ``channels``: 1 or 3;
     ``mean``/``std``: per-channel normalisation after scaling to [0, 1]."""

@@ -6,7 +6,7 @@ target sets are a few thousand images): indexing a tensor is far cheaper than co
 ``Dataset`` items for every batch of every trial. Larger splits are read item by item in the
 same seeded order, so both paths see identical batches.
 
-Decoded image folders (:class:`selector.decode_cache.DecodedImages`) are read as uint8 in whole
+Decoded image folders (:class:`selector.io.decode_cache.DecodedImages`) are read as uint8 in whole
 batches: materialised splits are normalised once; larger ones stream uint8 batches (through a
 ``DataLoader`` with ``loader_workers`` worker processes and pinned memory on CUDA when asked)
 and are normalised on the training device, which moves a quarter of the bytes of float32.
@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from selector.decode_cache import DecodedImages
 from selector.errors import DataError, EmptySplitError, ImageShapeError, LabelRangeError
+from selector.io.decode_cache import DecodedImages
 
 __all__ = ["MATERIALISE_LIMIT_BYTES", "SplitData", "has_random_transform"]
 
@@ -81,7 +81,7 @@ class SplitData:
         if not self.dtype.is_floating_point:
             raise ImageShapeError(
                 f"{name} images have dtype {self.dtype}; the model needs floating-point "
-                "images (convert, e.g. uint8 / 255, or use selector.inputs.load_datasets)")
+                "images (convert, e.g. uint8 / 255, or use selector.io.inputs.load_datasets)")
 
     @classmethod
     def from_tensors(cls, name: str, x: Tensor, y: Tensor) -> SplitData:

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from selector.errors import DataError, ImageShapeError
-from selector.transforms import ResolvedTransform
+from selector.io.transforms import ResolvedTransform
 
 __all__ = ["DecodedImages", "cache_key", "decode_files"]
 
@@ -45,7 +45,7 @@ class DecodedImages(Dataset[tuple[Tensor, int]]):
 
     Pickles by path when memory-mapped (DataLoader worker processes map the same file rather
     than receiving a copy). ``loader_workers`` is how many DataLoader worker processes stream it
-    when it is too large to hold as float tensors (:class:`selector.data.SplitData`)."""
+    when it is too large to hold as float tensors (:class:`selector.finetune.batches.SplitData`)."""
 
     def __init__(self, images: np.ndarray, labels: Tensor, transform: ResolvedTransform,
                  *, path: Path | None = None, loader_workers: int = 0) -> None:

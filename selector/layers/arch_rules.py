@@ -9,7 +9,7 @@ where the spatial resolution drops (a strided convolution or pooling, a patch me
 that matches no rule falls back to its top-level children, or to contiguous depth buckets when it
 has a single child.
 
-The output is one :class:`Slot` per parameter; :mod:`selector.groups` names the groups.
+The output is one :class:`Slot` per parameter; :mod:`selector.layers.groups` names the groups.
 Positional rules apply to every family:
 
 - the head is the last module (in registration order) that holds parameters directly, plus the
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from selector.module_types import is_normalisation, parameter_owners, type_name
+from selector.layers.module_types import is_normalisation, parameter_owners, type_name
 
 __all__ = ["RULES", "ArchRule", "Layout", "Slot", "layout"]
 

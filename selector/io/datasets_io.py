@@ -17,7 +17,7 @@ Every mapping may carry ``transform`` (:class:`ImageOptions` fields plus ``prese
 A single pool of examples is split per class with a seeded rule (:class:`SplitRule`); the
 paper's CIFAR-10-C protocol is ``SplitRule(per_class=(100, 10, 90))``. Images become float
 tensors in [0, 1] (uint8 is divided by 255), channels first; resizing, cropping, channel
-conversion and normalisation are the resolved transform (:mod:`selector.transforms`; the
+conversion and normalisation are the resolved transform (:mod:`selector.io.transforms`; the
 default depends on the model: ``model_ref``). Image folders are decoded once to uint8
 (memory-mapped under ``cache_dir`` when given); tensor sources are held in memory.
 """
@@ -33,12 +33,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from selector.data_spec import DataSplits, ImageOptions, SplitRule, stratified_split
 from selector.errors import DataError, EmptySplitError, LabelRangeError, MissingFileError
-from selector.image_folders import load_image_folders
-from selector.models_io import local_path
-from selector.tensor_files import load_tensor_file
-from selector.transforms import options_from_mapping, resolve_transform
+from selector.io.data_spec import DataSplits, ImageOptions, SplitRule, stratified_split
+from selector.io.image_folders import load_image_folders
+from selector.io.models_io import local_path
+from selector.io.tensor_files import load_tensor_file
+from selector.io.transforms import options_from_mapping, resolve_transform
 
 __all__ = [
     "DataSplits",

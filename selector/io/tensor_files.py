@@ -1,7 +1,7 @@
 """Tensor files: ``.pt`` / ``.npz`` (one pool, or per-split keys) and CIFAR-10-C ``.npy``.
 
 Images become float tensors in [0, 1] (uint8 is divided by 255), channels first, converted once
-and held in memory; the resolved transform (:mod:`selector.transforms`) resizes, crops,
+and held in memory; the resolved transform (:mod:`selector.io.transforms`) resizes, crops,
 converts channels and normalises. A single pool is cut by a :class:`SplitRule` (its
 ``n_per_class`` keeps a few training examples per class); per-split keys keep their splits and
 ``n_per_class`` applies to train.
@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from selector.data_spec import DataSplits, SplitRule, few_shot, stratified_split
 from selector.errors import DataError, ImageShapeError, MissingFileError
-from selector.models_io import local_path
-from selector.transforms import ResolvedTransform
+from selector.io.data_spec import DataSplits, SplitRule, few_shot, stratified_split
+from selector.io.models_io import local_path
+from selector.io.transforms import ResolvedTransform
 
 __all__ = ["load_tensor_file"]
 

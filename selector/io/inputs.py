@@ -1,11 +1,11 @@
 """User inputs: model references and data references (facade over two small modules).
 
-:mod:`selector.models_io` turns a torchvision name + weights file, a TorchScript file or a
-``"pkg.module:function"`` factory into a module; :mod:`selector.datasets_io` turns ImageFolder
+:mod:`selector.io.models_io` turns a torchvision name + weights file, a TorchScript file or a
+``"pkg.module:function"`` factory into a module; :mod:`selector.io.datasets_io` turns ImageFolder
 directories and tensor files (``.pt``, ``.npz``, CIFAR-10-C ``.npy``) into train/val/test splits.
 """
 
-from selector.datasets_io import (
+from selector.io.datasets_io import (
     DataSplits,
     ImageOptions,
     SplitRule,
@@ -14,7 +14,7 @@ from selector.datasets_io import (
     load_tensor_splits,
     stratified_split,
 )
-from selector.models_io import (
+from selector.io.models_io import (
     build_torchvision,
     load_model,
     load_state_dict_file,

@@ -2,7 +2,7 @@
 one root directory cut per class by a :class:`SplitRule`.
 
 Images are decoded once through the geometric half of the resolved transform into uint8
-(:mod:`selector.decode_cache`; memory-mapped on disk when a ``cache_dir`` is given) and
+(:mod:`selector.io.decode_cache`; memory-mapped on disk when a ``cache_dir`` is given) and
 normalised per batch. Files are listed like torchvision's ``ImageFolder`` (class folders sorted
 by name, files with an image extension).
 """
@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from selector.data_spec import DataSplits, SplitRule, few_shot, stratified_split
-from selector.decode_cache import DecodedImages, decode_files
 from selector.errors import DataError, EmptySplitError, LabelRangeError, MissingFileError
-from selector.models_io import local_path
-from selector.transforms import ResolvedTransform
+from selector.io.data_spec import DataSplits, SplitRule, few_shot, stratified_split
+from selector.io.decode_cache import DecodedImages, decode_files
+from selector.io.models_io import local_path
+from selector.io.transforms import ResolvedTransform
 
 __all__ = ["list_images", "load_image_folders"]
 

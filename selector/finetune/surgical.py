@@ -16,7 +16,7 @@ One call = one (tuned part, learning rate) cell of the paper's grid:
   every trial at least as good as that baseline by construction. ``best_epoch`` is 0 only when
   nothing was trained.
 
-The loop itself lives in :mod:`selector.loop`; Auto-RGN and Auto-SNR (:mod:`selector.rgn`)
+The loop itself lives in :mod:`selector.finetune.training`; Auto-RGN and Auto-SNR (:mod:`selector.finetune.rgn`)
 reuse it with their own epoch policies.
 """
 
@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from selector.data import SplitData
-from selector.freeze import make_optimizer, resolve_tune, tuned_parameter_names
-from selector.groups import LayerGroup, discover_groups
-from selector.loop import (
+from selector.finetune.batches import SplitData
+from selector.finetune.freeze import make_optimizer, resolve_tune, tuned_parameter_names
+from selector.finetune.records import EpochMetrics, FinetuneResult
+from selector.finetune.training import (
     EVAL_BATCH_SIZE,
     OnEpoch,
     TrainConfig,
@@ -41,7 +41,7 @@ from selector.loop import (
     evaluate_split,
     run_finetune,
 )
-from selector.results import EpochMetrics, FinetuneResult
+from selector.layers.groups import LayerGroup, discover_groups
 
 __all__ = ["EpochMetrics", "FinetuneResult", "FixedPolicy", "evaluate", "surgical_finetune"]
 
@@ -99,9 +99,9 @@ def surgical_finetune(
     ``discover_groups(model)``. ``on_epoch(metrics)`` returning True stops after that epoch;
     its exceptions propagate (the workers raise ``optuna.TrialPruned`` there).
     ``cache_prefix``: reuse the frozen prefix's activations when exact (``bn_mode="eval"``, see
-    :mod:`selector.prefix_cache`). ``test_each_epoch=False`` evaluates test only once, at the
+    :mod:`selector.finetune.prefix_cache`). ``test_each_epoch=False`` evaluates test only once, at the
     best epoch (then ``EpochMetrics.test_acc`` is None). ``precision``: "auto" | "fp32" |
-    "bf16" | "fp16" (:mod:`selector.precision`; ``result.precision`` says what ran);
+    "bf16" | "fp16" (:mod:`selector.finetune.precision`; ``result.precision`` says what ran);
     ``deterministic`` keeps ``cudnn.benchmark`` off on CUDA.
     """
     config = TrainConfig(lr, epochs, weight_decay, batch_size, optimizer, bn_mode, seed, device,

@@ -1,6 +1,6 @@
 import pytest
 
-from selector.space import (
+from workers.space import (
     TrialSpec,
     baseline_specs,
     contiguous,

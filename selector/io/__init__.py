@@ -1,0 +1,5 @@
+"""Inputs and outputs: model references (:mod:`.models_io`), data references
+(:mod:`.datasets_io`, over :mod:`.image_folders` and :mod:`.tensor_files`, with the plain records
+of :mod:`.data_spec`), the facade of both (:mod:`.inputs`), and fine-tuned weights as a
+safetensors patch (:mod:`.patch`). Always imported as ``selector.io``, never put on ``sys.path``
+itself, so it cannot shadow the standard library's :mod:`io`."""
