@@ -22,15 +22,19 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
                          no_wrap=column == "tuned part")
     best = result.recommendation
     for row in result.leaderboard:
-        mark = " *" if (row.label == best.label and row.lr == best.lr) else ""
+        mark = " *" if best is not None and (row.label, row.lr) == (best.label, best.lr) else ""
         table.add_row(
             row.label + mark, row.method, "—" if row.lr is None else f"{row.lr:g}", _pct(row.val_acc),
             _pct(row.test_acc), _pct(row.tuned_share), str(row.best_epoch),
         )
-    table.caption = (
-        f"* recommended: tune {', '.join(best.groups) or best.label} at lr {best.lr:g} "
-        f"({_pct(best.tuned_share)}% of parameters)"
-    )
+    if best is None:
+        table.caption = "no recommendation: no trial completed (see the result's notes)"
+    else:
+        lr = "—" if best.lr is None else f"{best.lr:g}"
+        table.caption = (
+            f"* recommended: tune {', '.join(best.groups) or best.label} at lr {lr} "
+            f"({_pct(best.tuned_share)}% of parameters)"
+        )
     return table
 
 

@@ -71,7 +71,60 @@ def test_every_environment_variable_is_a_setting(compose):
                 assert variable.removeprefix("SURGICAL_").lower() in fields, f"{name}: {variable}"
 
 
-def test_dockerfiles_exist(compose):
-    for name, service in compose["services"].items():
-        if "build" in service:
-            assert (Path(service["build"]["context"]) / service["build"]["dockerfile"]).is_file(), name
+def test_every_service_shares_one_configuration(compose):
+    """The API reads what the workers write: one database, one artifact store, one data dir."""
+    envs = {name: service.get("environment") or {} for name, service in compose["services"].items()
+            if name != "postgres"}
+    assert len({tuple(sorted(env.items())) for env in envs.values()}) == 1, envs
+    env = envs["api"]
+    postgres = compose["services"]["postgres"]["environment"]
+    url = env["SURGICAL_DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://")
+    assert url.endswith(f"@postgres:5432/{postgres['POSTGRES_DB']}")
+    assert f"//{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@" in url
+    assert Path(env["SURGICAL_ARTIFACT_DIR"]).is_relative_to(env["SURGICAL_DATA_DIR"])
+
+
+def _mounts(service: dict) -> dict[str, tuple[str, str]]:
+    """target -> (source, mode) from the short syntax docker-compose config prints."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, mode = volume.split(":")
+        mounts[target] = (source, mode)
+    return mounts
+
+
+def test_volumes_hold_the_data_where_the_settings_point(compose):
+    services = compose["services"]
+    data_dir = services["api"]["environment"]["SURGICAL_DATA_DIR"]
+    roots = services["api"]["environment"]["SURGICAL_DATA_ROOTS"]
+    for name in ("api", "worker", "dashboard"):  # artifacts written by one, served by the others
+        assert _mounts(services[name])[data_dir] == ("surgical-data", "rw"), name
+    for name in ("api", "worker"):  # the user's datasets: checked by the API, read by workers
+        source, mode = _mounts(services[name])[roots]
+        assert Path(source).is_absolute() and mode == "ro", name
+    assert _mounts(services["postgres"])["/var/lib/postgresql/data"] == ("pgdata", "rw")
+    assert {"pgdata", "surgical-data"} <= set(compose["volumes"])
+
+
+def _dockerfile(service: dict) -> str:
+    return (Path(service["build"]["context"]) / service["build"]["dockerfile"]).read_text()
+
+
+def test_dockerfiles_build_what_the_services_run(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        text = _dockerfile(service)
+        for package in ("app", "selector", "workers", "migrations"):
+            assert f"COPY {package} ./{package}" in text, f"{name}: {package} not in the image"
+        assert "pip install" in text, name
+    api = _dockerfile(services["api"])
+    # The light image: the project without its dependencies (torch), then the API's own.
+    assert "pip install --no-cache-dir --no-deps ." in api and "torch" not in api.split("\n", 1)[1]
+    assert "optuna-dashboard" in api and "psycopg" in api
+    worker = _dockerfile(services["worker"])
+    assert worker.startswith("# ") and "FROM pytorch/pytorch:" in worker and "cuda" in worker
+    assert 'CMD ["surgical", "worker", "--device", "cuda"]' in worker
+    assert services["worker"]["command"] == ["surgical", "worker", "--device", "cuda"]

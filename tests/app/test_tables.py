@@ -1,0 +1,50 @@
+"""The rich tables the CLI prints, rendered to text: the recommended row is marked, and a job
+with nothing to recommend (every trial pruned or failed) still prints its leaderboard."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from app.schemas import JobResult
+from app.tables import leaderboard_table
+from tests.app.helpers import RESULT
+
+BASELINE_ROW: dict[str, Any] = {
+    "label": "no fine-tuning", "method": "none", "groups": [], "lr": None, "val_acc": 0.62,
+    "test_acc": 0.6, "tuned_params": 0, "tuned_share": 0.0, "best_epoch": 0, "trial_number": None,
+}
+
+
+def _render(result: JobResult) -> str:
+    console = Console(width=160, record=True, color_system=None)
+    console.print(leaderboard_table(result))
+    return console.export_text()
+
+
+def _result(recommended: bool) -> JobResult:
+    body = copy.deepcopy(RESULT)
+    body["leaderboard"].insert(0, BASELINE_ROW)
+    if not recommended:
+        body["recommendation"] = None
+        body["leaderboard"] = [BASELINE_ROW]
+    return JobResult.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("recommended", "marked", "caption"),
+    [
+        (True, "block1 *", "* recommended: tune block1 at lr 0.001 (3.0% of parameters)"),
+        (False, None, "no recommendation: no trial completed (see the result's notes)"),
+    ],
+    ids=["recommended", "all-trials-pruned-or-failed"],
+)
+def test_leaderboard_table(recommended: bool, marked: str | None, caption: str):
+    text = _render(_result(recommended))
+    assert "no fine-tuning" in text and caption in text
+    assert ("*" in text.replace(caption, "")) is recommended
+    if marked:
+        assert marked in text
