@@ -33,7 +33,27 @@ def test_architecture_example_is_valid() -> None:
     block = re.search(r"```json\n(.*?)```", section, re.S)
     assert block is not None
     example = json.loads(block.group(1))
-    assert JobSpec.model_validate(example).model_dump(mode="json", exclude_defaults=False)
+    dumped = JobSpec.model_validate(example).model_dump(mode="json", exclude_defaults=False)
+    # Every value the document gives survives as given; what it leaves out gets its default.
+    for section, values in example.items():
+        if isinstance(values, dict):
+            assert {k: dumped[section][k] for k in values} == values, section
+        else:
+            assert dumped[section] == values, section
+    assert (dumped["data"]["n_val"], dumped["data"]["n_test"]) == (20, 80)
+    # The stored form parses back to itself (workers parse it once when they claim the job).
+    assert JobSpec.model_validate(dumped).model_dump(mode="json") == dumped
+
+
+@pytest.mark.parametrize(
+    ("search", "epochs"),
+    [({"strategy": "paper"}, 15), ({"strategy": "paper", "epochs": 10}, 10),
+     ({"strategy": "auto"}, 10), ({}, 10), ({"strategy": "tpe", "epochs": 15}, 15)],
+)
+def test_paper_strategy_defaults_to_the_papers_epochs(search: dict[str, Any], epochs: int) -> None:
+    spec = JobSpec.model_validate({**MINIMAL, "search": search})
+    assert spec.search.epochs == epochs
+    assert JobSpec.model_validate(spec.model_dump(mode="json")).search.epochs == epochs
 
 
 def test_model_and_data_alone_are_valid_with_defaults() -> None:
