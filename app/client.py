@@ -39,6 +39,7 @@ import httpx
 from pydantic import BaseModel
 
 from app.schemas import (
+    PATCH_FORMAT,
     ArtifactPublic,
     ArtifactsPublic,
     JobPublic,
@@ -321,11 +322,18 @@ def apply_patch(model: Any, patch_path: str | Path) -> Any:
 
     Every tensor of the patch must name a tensor of the model with the same shape, so a patch
     for another architecture fails loudly (:class:`PatchMismatch`) instead of half-applying; the
-    model is untouched then. Needs torch and safetensors, imported here so the rest of the
+    model is untouched then. A file whose metadata names another format than
+    :data:`app.schemas.PATCH_FORMAT` is refused the same way; a plain safetensors state dict
+    (no format) is accepted. Needs torch and safetensors, imported here so the rest of the
     client does not.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    with safe_open(str(patch_path), framework="pt") as handle:
+        found = (handle.metadata() or {}).get("format")
+    if found is not None and found != PATCH_FORMAT:
+        raise PatchMismatch(f"patch {patch_path} has format {found!r}, not {PATCH_FORMAT!r}")
     patch = load_file(str(patch_path))
     state = model.state_dict()
     unknown = [name for name in patch if name not in state]

@@ -14,26 +14,37 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from app import store
 from app import trial_attrs as attrs
+from app.schemas import JobError, JobResult
 from workers import results
+from workers.artifacts import keep_if_best
 from workers.context import WorkerContext
-from workers.finalize import finalize_job
+from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
+from workers.job import ClaimedJob
 from workers.loading import JobInputs
 from workers.objective import TrainingSetup, encode, make_objective
-from workers.strategies import Plan, make_plan, make_pruner, make_sampler
+from workers.strategies import (
+    PLAN_ATTR,
+    PlanInputs,
+    SearchPlan,
+    make_pruner,
+    make_sampler,
+    plan_search,
+)
 
 log = logging.getLogger(__name__)
 
 #: Stop a job whose first trials all fail: the cause is the job, not one learning rate.
 MAX_FAILURES_WITHOUT_SUCCESS = 3
+#: Strategies whose plan needs the Auto-RGN profile (computed once, by the owner).
+NEEDS_RGN_PROFILE = ("auto", "auto-rgn", "paper")
 
 
 class JobFailed(Exception):
@@ -43,96 +54,86 @@ class JobFailed(Exception):
 @dataclass
 class StudyHandle:
     study: optuna.Study
-    plan: Plan
+    plan: SearchPlan
     inputs: JobInputs
 
 
-def _plan_from_study(study: optuna.Study) -> Plan:
-    saved = study.user_attrs["plan"]
-    return make_plan(
-        saved["strategy"],
-        saved["group_names"],
-        max_trials=saved["max_trials"],
-        lr_min=saved["lr_min"],
-        lr_max=saved["lr_max"],
-        baselines=saved["baselines"],
-        rgn_profile=study.user_attrs.get("rgn_profile"),
-    )
+def failure_verdict(trials: Sequence[FrozenTrial]) -> str | None:
+    """Why the job must fail, or None: :data:`MAX_FAILURES_WITHOUT_SUCCESS` trials failed by
+    their own error (not by a dead worker) and none completed."""
+    failures = [t for t in trials if t.state == TrialState.FAIL and attrs.FAIL_REASON in t.user_attrs]
+    if len(failures) < MAX_FAILURES_WITHOUT_SUCCESS or results.completed(trials):
+        return None
+    reason = failures[-1].user_attrs[attrs.FAIL_REASON]
+    return f"the first {len(failures)} trials failed; last error: {reason}"
 
 
-def open_study(ctx: WorkerContext, job: Any, plan: Plan, seed: int) -> optuna.Study:
+def saved_plan(study: optuna.Study) -> SearchPlan:
+    """The plan the owner saved in the study (every worker derives the same one)."""
+    return plan_search(PlanInputs.from_attr(study.user_attrs[PLAN_ATTR]))
+
+
+def open_study(ctx: WorkerContext, job: ClaimedJob, plan: SearchPlan, seed: int) -> optuna.Study:
     """The job's study with this worker's sampler and pruner (they are not stored)."""
     return optuna.load_study(
         study_name=attrs.study_name(job.id),
         storage=ctx.storage,
         sampler=make_sampler(plan, seed),
-        pruner=make_pruner(plan, int(job.spec["search"]["epochs"])),
+        pruner=make_pruner(plan),
     )
 
 
-def setup_study(ctx: WorkerContext, job: Any, inputs: JobInputs) -> StudyHandle:
+def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> StudyHandle:
     """Create (or resume) the job's study and enqueue its first trials exactly once."""
-    search = job.spec["search"]
-    name = attrs.study_name(job.id)
+    search = job.spec.search
     study = optuna.create_study(
-        study_name=name, storage=ctx.storage, direction="maximize", load_if_exists=True
+        study_name=attrs.study_name(job.id), storage=ctx.storage, direction="maximize",
+        load_if_exists=True,
     )
-    if not study.user_attrs.get("setup_done"):
-        baseline = inputs.baseline()
-        profile = inputs.rgn_profile() if search["strategy"] in ("auto", "auto-rgn", "paper") else None
-        plan = make_plan(
-            search["strategy"],
-            inputs.group_names,
-            max_trials=search["max_trials"],
-            lr_min=search["lr_min"],
-            lr_max=search["lr_max"],
-            baselines=search["baselines"],
+    if study.user_attrs.get("setup_done"):
+        plan = saved_plan(study)  # a resumed job: its plan was made by an earlier owner
+    else:
+        profile = inputs.rgn_profile() if search.strategy in NEEDS_RGN_PROFILE else None
+        plan = plan_search(PlanInputs(
+            strategy=search.strategy,
+            group_names=tuple(inputs.group_names),
+            max_trials=search.max_trials,
+            lr_min=search.lr_min,
+            lr_max=search.lr_max,
+            epochs=search.epochs,
+            baselines=search.baselines,
             rgn_profile=profile,
-        )
-        study.set_user_attr(
-            "plan",
-            {
-                "strategy": search["strategy"],
-                "group_names": list(inputs.group_names),
-                "max_trials": search["max_trials"],
-                "lr_min": search["lr_min"],
-                "lr_max": search["lr_max"],
-                "baselines": search["baselines"],
-                "budget": plan.budget,
-                "epochs": search["epochs"],
-            },
-        )
-        study.set_user_attr("baseline", baseline)
-        study.set_user_attr("rgn_profile", profile)
-        study.set_user_attr("groups", [[g.name, g.num_params] for g in inputs.groups])
-        study.set_user_attr("notes", plan.notes)
+        ))
+        facts = StudyFacts(inputs.baseline(), tuple((g.name, g.num_params) for g in inputs.groups))
+        study.set_user_attr(PLAN_ATTR, plan.inputs.to_attr())
+        study.set_user_attr(FACTS_ATTR, facts.to_attr())
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):
             params, user_attrs = encode(plan.space, spec)
             study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})
         study.set_user_attr("setup_done", True)
-    plan = _plan_from_study(study)
-    seeded = open_study(ctx, job, plan, seed=int(job.spec.get("seed", 0)))
+    seeded = open_study(ctx, job, plan, seed=job.spec.seed)
     return StudyHandle(seeded, plan, inputs)
 
 
-def run_trials(ctx: WorkerContext, job: Any, handle: StudyHandle) -> str:
+def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
     """Run trials one at a time until the budget is reserved, the job is cancelled, the worker
     is asked to stop, or ownership of the job is lost. Returns which of these happened."""
     budget = handle.plan.budget
-    spec = job.spec
+    inputs = handle.inputs
     setup = TrainingSetup(
-        model=handle.inputs.model,
-        groups=handle.inputs.groups,
-        train=handle.inputs.train,
-        val=handle.inputs.val,
-        test=handle.inputs.test,
-        epochs=int(spec["search"]["epochs"]),
-        batch_size=int(spec["search"]["batch_size"]),
-        seed=int(spec.get("seed", 0)),
+        model=inputs.model,
+        groups=inputs.groups,
+        train=inputs.train,
+        val=inputs.val,
+        test=inputs.test,
+        epochs=handle.plan.inputs.epochs,
+        batch_size=job.spec.search.batch_size,
+        seed=job.spec.seed,
         device=ctx.device,
     )
     objective = make_objective(
-        handle.plan.space, setup, worker_id=ctx.worker_id, on_result=ctx.keep_if_best(job)
+        handle.plan.space, setup, worker_id=ctx.worker_id,
+        on_result=keep_if_best(ctx.artifact_store, job, inputs.model),
     )
     progress_cb = _progress_callback(ctx, job.id, budget)
     while True:
@@ -146,11 +147,9 @@ def run_trials(ctx: WorkerContext, job: Any, handle: StudyHandle) -> str:
             if not store.reserve_trial_slot(session, job.id, budget):
                 return "budget"
         handle.study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress_cb])
-        trials = handle.study.get_trials(deepcopy=False)
-        failures = [t for t in trials if t.state == TrialState.FAIL and attrs.FAIL_REASON in t.user_attrs]
-        if len(failures) >= MAX_FAILURES_WITHOUT_SUCCESS and not results.completed(trials):
-            reason = failures[-1].user_attrs[attrs.FAIL_REASON]
-            raise JobFailed(f"the first {len(failures)} trials failed; last error: {reason}")
+        verdict = failure_verdict(handle.study.get_trials(deepcopy=False))
+        if verdict is not None:
+            raise JobFailed(verdict)
 
 
 def _progress_callback(ctx: WorkerContext, job_id: str, budget: int) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -185,9 +184,18 @@ def reconcile_budget(ctx: WorkerContext, job_id: str, handle: StudyHandle) -> bo
     return done < handle.plan.budget or waiting > 0
 
 
-def execute_as_owner(ctx: WorkerContext, job: Any) -> None:
+@dataclass(frozen=True)
+class FinalState:
+    """How an owned job ends: ``release`` hands it back to the queue (the worker stops)."""
+
+    state: str  # "succeeded" | "cancelled" | "failed" | "release"
+    result: JobResult | None = None
+    error: JobError | None = None
+
+
+def execute_as_owner(ctx: WorkerContext, job: ClaimedJob) -> None:
     """Run a claimed job to a final state; the state is written whatever happens."""
-    final: tuple[str, Any] = ("release", None)
+    final = FinalState("release")
     try:
         inputs = ctx.inputs(job)
         handle = setup_study(ctx, job, inputs)
@@ -199,27 +207,27 @@ def execute_as_owner(ctx: WorkerContext, job: Any) -> None:
                 break
             wait_for_running_trials(ctx, handle)
             if outcome == "cancelled":
-                final = ("cancelled", finalize_job(ctx, job, handle, cancelled=True))
+                final = FinalState("cancelled", finalize_job(ctx, job, handle.study, cancelled=True))
                 break
             if not reconcile_budget(ctx, job.id, handle):
-                final = ("succeeded", finalize_job(ctx, job, handle, cancelled=False))
+                final = FinalState("succeeded", finalize_job(ctx, job, handle.study, cancelled=False))
                 break
     except JobFailed as error:
-        final = ("failed", {"type": "job-failed", "detail": str(error)})
+        final = FinalState("failed", error=JobError(type="job-failed", detail=str(error)))
     except Exception as error:  # the job's final state must be written; the worker survives
         log.exception("job %s failed", job.id)
-        final = ("failed", {"type": type(error).__name__, "detail": _one_line(error)})
+        final = FinalState("failed", error=JobError(type=type(error).__name__, detail=one_line(error)))
     finally:
-        _write_final_state(ctx, job.id, *final)
+        write_final_state(ctx, job.id, final)
 
 
-def execute_as_helper(ctx: WorkerContext, job: Any) -> None:
+def execute_as_helper(ctx: WorkerContext, job: ClaimedJob) -> None:
     """Run trials of a job another worker owns; never changes the job's state."""
     try:
         inputs = ctx.inputs(job)
         study = optuna.load_study(study_name=attrs.study_name(job.id), storage=ctx.storage)
-        plan = _plan_from_study(study)
-        seed = int(job.spec.get("seed", 0)) + 1 + (hash(ctx.worker_id) % 10_000)
+        plan = saved_plan(study)
+        seed = job.spec.seed + 1 + (hash(ctx.worker_id) % 10_000)
         handle = StudyHandle(open_study(ctx, job, plan, seed), plan, inputs)
         run_trials(ctx, job, handle)
     except JobFailed:
@@ -228,18 +236,20 @@ def execute_as_helper(ctx: WorkerContext, job: Any) -> None:
         log.exception("helping job %s failed; leaving it to its owner", job.id)
 
 
-def _write_final_state(ctx: WorkerContext, job_id: str, state: str, payload: Any) -> None:
+def write_final_state(ctx: WorkerContext, job_id: str, final: FinalState) -> None:
     with ctx.session() as session:
-        if state == "succeeded":
-            store.finish(session, job_id, ctx.worker_id, payload)
-        elif state == "cancelled":
-            store.finish_cancelled(session, job_id, ctx.worker_id, payload)
-        elif state == "failed":
-            store.fail(session, job_id, ctx.worker_id, payload)
+        if final.state == "succeeded":
+            assert final.result is not None
+            store.finish(session, job_id, ctx.worker_id, final.result)
+        elif final.state == "cancelled":
+            store.finish_cancelled(session, job_id, ctx.worker_id, final.result)
+        elif final.state == "failed":
+            assert final.error is not None
+            store.fail(session, job_id, ctx.worker_id, final.error)
         else:
             store.release(session, job_id, ctx.worker_id)
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:500]

@@ -7,19 +7,19 @@ last few, and each trial still trains a fresh copy of the pretrained weights (th
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from app.schemas import BuiltinData, BuiltinModel, JobSpec
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
 from selector.finetune.rgn import group_profile, rgn_weights
+from workers.results import Baseline
 
 
 class InputError(Exception):
@@ -35,20 +35,20 @@ class JobInputs:
     test: Dataset | None
     description: str
     device: str | None = None
-    _baseline: dict[str, Any] | None = field(default=None, repr=False)
+    _baseline: Baseline | None = field(default=None, repr=False)
 
     @property
     def group_names(self) -> list[str]:
         return [group.name for group in self.groups]
 
-    def baseline(self) -> dict[str, Any]:
+    def baseline(self) -> Baseline:
         """The untouched model's accuracy: the leaderboard's "no fine-tuning" row."""
         if self._baseline is None:
             _, val_acc = evaluate(self.model, self.val, device=self.device)
             test_acc = None
             if self.test is not None:
                 _, test_acc = evaluate(self.model, self.test, device=self.device)
-            self._baseline = {"val_acc": float(val_acc), "test_acc": test_acc}
+            self._baseline = Baseline(float(val_acc), test_acc)
         return self._baseline
 
     def rgn_profile(self, batches: int = 5, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
@@ -64,19 +64,15 @@ class JobInputs:
         return group_profile(rgn_weights(relative_gradient_norms(self.model, taken)), self.groups)
 
 
-def load_inputs(spec: dict[str, Any], *, data_dir: Path, device: str | None,
+def load_inputs(spec: JobSpec, *, data_dir: Path, device: str | None,
                 allowed_factories: list[str] | None = None) -> JobInputs:
     """Build the model, its layer groups and the three splits a job's trials train on."""
-    model_ref, data_ref = spec["model"], spec["data"]
-    search = spec.get("search", {})
-    seed = int(spec.get("seed", 0))
     try:
         model, train, val, test, description = _resolve(
-            model_ref, data_ref, seed, data_dir, list(allowed_factories or [])
+            spec, data_dir, list(allowed_factories or [])
         )
-        groups = discover_groups(
-            model, granularity=search.get("granularity", "stage"), custom=search.get("groups")
-        )
+        groups = discover_groups(model, granularity=spec.search.granularity,
+                                 custom=spec.search.groups)
     except InputError:
         raise
     except Exception as error:
@@ -85,33 +81,35 @@ def load_inputs(spec: dict[str, Any], *, data_dir: Path, device: str | None,
     return JobInputs(model, groups, train, val, test, description, device)
 
 
-def _resolve(model_ref: dict[str, Any], data_ref: dict[str, Any], seed: int, data_dir: Path,
-             allowed_factories: list[str]):
+def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str]
+             ) -> tuple[nn.Module, Dataset, Dataset, Dataset | None, str]:
     """(model, train, val, test, description) for a job's references."""
     from selector import builtin, load_datasets, load_model
 
+    model_ref, data_ref = spec.model, spec.data
     model: nn.Module | None = None
-    if model_ref["source"] == "builtin":
-        model_ref = {**model_ref, "data_dir": str(data_dir)}
-    if not (model_ref["source"] == "builtin" and data_ref["source"] == "builtin"):
-        model = load_model(model_ref, allowed_factory_prefixes=allowed_factories)
-    if data_ref["source"] == "builtin":
+    if not (isinstance(model_ref, BuiltinModel) and isinstance(data_ref, BuiltinData)):
+        ref = model_ref.model_dump(mode="json")
+        if isinstance(model_ref, BuiltinModel):
+            ref["data_dir"] = str(data_dir)
+        model = load_model(ref, allowed_factory_prefixes=allowed_factories)
+    if isinstance(data_ref, BuiltinData):
         case = builtin.load_case(
-            data_ref.get("name", "mnist"),
-            shift=data_ref.get("shift") or "none",
-            severity=data_ref.get("severity"),
-            seed=seed,
-            n_per_class=data_ref.get("n_per_class", 100),
-            n_val=data_ref.get("n_val", 20),
-            n_test=data_ref.get("n_test", 80),
+            data_ref.name,
+            shift=data_ref.shift,
+            severity=data_ref.severity,
+            seed=spec.seed,
+            n_per_class=data_ref.n_per_class,
+            n_val=data_ref.n_val,
+            n_test=data_ref.n_test,
             data_dir=data_dir,
-            model=model_ref.get("name") if model_ref["source"] == "builtin" else None,
+            model=model_ref.name if isinstance(model_ref, BuiltinModel) else None,
         )
         description = f"built-in {case.name}/{case.shift} (severity {case.severity}, {case.kind}-level shift)"
         return model or case.model, case.train, case.val, case.test, description
     assert model is not None
-    splits = load_datasets(data_ref, num_classes=_num_classes(model))
-    return model, splits.train, splits.val, splits.test, f"{data_ref['source']} data"
+    splits = load_datasets(data_ref.model_dump(mode="json"), num_classes=_num_classes(model))
+    return model, splits.train, splits.val, splits.test, f"{data_ref.source} data"
 
 
 def _num_classes(model: nn.Module) -> int | None:
@@ -131,12 +129,11 @@ class InputsCache:
         self._items: OrderedDict[str, JobInputs] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, spec: dict[str, Any]) -> JobInputs:
-        key = json.dumps(
-            {k: spec.get(k) for k in ("model", "data", "seed")}
-            | {"groups": spec.get("search", {}).get("groups"),
-               "granularity": spec.get("search", {}).get("granularity")},
-            sort_keys=True,
+    def get(self, spec: JobSpec) -> JobInputs:
+        """The inputs of ``spec`` (what they depend on: model, data, seed and the groups)."""
+        key = spec.model_dump_json(
+            include={"model": True, "data": True, "seed": True,
+                     "search": {"groups", "granularity"}}
         )
         with self._lock:
             if key in self._items:

@@ -23,13 +23,24 @@ import uuid
 from datetime import timedelta
 from types import FrameType
 
+from pydantic import ValidationError
+
 from app import store
 from app.artifacts import make_artifact_store
 from app.db import make_engine, make_session_factory, session_scope
+from app.models import Job
+from app.schemas import JobError
 from app.settings import Settings
 from app.trial_attrs import STUDY_PREFIX
 from workers.context import WorkerContext
-from workers.execute import execute_as_helper, execute_as_owner
+from workers.execute import (
+    FinalState,
+    execute_as_helper,
+    execute_as_owner,
+    one_line,
+    write_final_state,
+)
+from workers.job import ClaimedJob
 from workers.loading import InputsCache
 from workers.storage import open_storage
 
@@ -107,20 +118,23 @@ def run_once(ctx: WorkerContext) -> bool:
     if requeued:
         log.info("requeued stale jobs: %s", ", ".join(requeued))
     with ctx.session() as session:
-        job = store.claim_next(session, ctx.worker_id)
-        if job is not None:
-            session.expunge(job)
-    if job is not None:
-        log.info("worker %s owns job %s", ctx.worker_id, job.id)
-        with JobHeartbeat(ctx, job.id):
-            execute_as_owner(ctx, job)
+        row = store.claim_next(session, ctx.worker_id)
+        if row is not None:
+            session.expunge(row)
+    if row is not None:
+        claimed = _parse(ctx, row)
+        if claimed is not None:
+            log.info("worker %s owns job %s", ctx.worker_id, claimed.id)
+            with JobHeartbeat(ctx, claimed.id):
+                execute_as_owner(ctx, claimed)
         return True
     with ctx.session() as session:
-        candidates = store.joinable_jobs(session, timedelta(seconds=ctx.settings.stale_after_seconds))
-        for candidate in candidates:
-            session.expunge(candidate)
+        rows = store.joinable_jobs(session, timedelta(seconds=ctx.settings.stale_after_seconds))
+        for row in rows:
+            session.expunge(row)
+    candidates = [job for job in (_parse(ctx, row, own=False) for row in rows) if job is not None]
     for candidate in candidates:
-        if store_has_free_slot(ctx, candidate):
+        if store_has_free_slot(ctx, candidate.id):
             log.info("worker %s helps job %s", ctx.worker_id, candidate.id)
             ctx.job_lost.clear()
             execute_as_helper(ctx, candidate)
@@ -128,9 +142,21 @@ def run_once(ctx: WorkerContext) -> bool:
     return False
 
 
-def store_has_free_slot(ctx: WorkerContext, job) -> bool:
+def _parse(ctx: WorkerContext, row: Job, *, own: bool = True) -> ClaimedJob | None:
+    """The typed job, parsed once here; an unreadable spec fails a job this worker owns."""
+    try:
+        return ClaimedJob.from_row(row)
+    except ValidationError as error:
+        log.error("job %s has an invalid stored spec: %s", row.id, error)
+        if own:
+            write_final_state(ctx, row.id, FinalState(
+                "failed", error=JobError(type="InvalidSpec", detail=one_line(error))))
+        return None
+
+
+def store_has_free_slot(ctx: WorkerContext, job_id: str) -> bool:
     with ctx.session() as session:
-        return store.has_free_trial_slot(session, job.id)
+        return store.has_free_trial_slot(session, job_id)
 
 
 def run_worker(ctx: WorkerContext, *, drain: bool = False, poll_seconds: float = 1.0) -> None:

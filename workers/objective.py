@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from torch import nn
 from torch.utils.data import Dataset
 
 from app import trial_attrs as attrs
@@ -53,15 +54,20 @@ class SearchSpace:
     lr_choices: tuple[float, ...] = ()
     parts: tuple[str, ...] = ()
 
+    def part_spec(self, part: str, lr: float) -> TrialSpec:
+        """The trial a paper-table part names: a group, ``all`` or ``auto-rgn`` (the one
+        mapping, used to enqueue the grid and to decode its trials)."""
+        if part == "auto-rgn":
+            return TrialSpec("auto-rgn", (), lr, "auto-rgn")
+        groups = self.group_names if part == ALL else (part,)
+        return TrialSpec("surgical", groups, lr, label_for(self.group_names, groups))
+
     def decode(self, trial: optuna.Trial) -> TrialSpec:
         """Map a live Optuna trial onto a plain spec, suggesting any parameter not yet fixed."""
         if self.strategy == "paper":
             part = str(trial.suggest_categorical(PART, list(self.parts)))
             lr = float(trial.suggest_categorical(LR, list(self.lr_choices)))
-            if part == "auto-rgn":
-                return TrialSpec("auto-rgn", (), lr, "auto-rgn")
-            groups = self.group_names if part == ALL else (part,)
-            return TrialSpec("surgical", groups, lr, label_for(self.group_names, groups))
+            return self.part_spec(part, lr)
 
         method = str(trial.user_attrs.get(attrs.METHOD, "surgical"))
         if self.strategy == "auto-rgn":
@@ -92,7 +98,7 @@ def encode(space: SearchSpace, spec: TrialSpec) -> tuple[dict[str, Any], dict[st
 class TrainingSetup:
     """Everything a trial trains with; loaded once per worker per job."""
 
-    model: Any
+    model: nn.Module
     groups: Sequence[LayerGroup]
     train: Dataset
     val: Dataset
@@ -163,8 +169,8 @@ def make_objective(
         trial.set_user_attr(attrs.TUNED_PARAMS, result.tuned_params)
         trial.set_user_attr(attrs.TUNED_SHARE, result.tuned_share)
         trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
-        if result.method != "surgical":
-            trial.set_user_attr(attrs.GROUPS, _groups_touched(setup.groups, result))
+        if result.method != "surgical":  # the groups Auto-RGN/SNR actually changed
+            trial.set_user_attr(attrs.GROUPS, list(result.tuned_groups))
         if on_result is not None:
             on_result(trial, spec, result)
         return float(result.best_val_acc)
@@ -198,7 +204,3 @@ def run_spec(
         return auto_snr_finetune(setup.model, setup.train, setup.val, setup.test, **common)
     return surgical_finetune(setup.model, [], setup.train, setup.val, setup.test, **common)
 
-
-def _groups_touched(groups: Sequence[LayerGroup], result: FinetuneResult) -> list[str]:
-    tuned = set(result.tuned_parameter_names)
-    return [group.name for group in groups if tuned.intersection(group.parameters)]

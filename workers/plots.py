@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from app import trial_attrs as attrs
+from app.schemas import LeaderboardRow
 
 
 def _pyplot():
@@ -22,21 +26,22 @@ def _pyplot():
     return plt
 
 
-def plot_accuracy_by_part(path: Path, leaderboard: Sequence[dict[str, Any]], title: str) -> Path:
+def plot_accuracy_by_part(path: Path, leaderboard: Sequence[LeaderboardRow], title: str) -> Path:
     plt = _pyplot()
-    rows = [r for r in leaderboard if r["method"] != "none"]
-    reference = {r["label"]: r for r in leaderboard}
+    rows = [r for r in leaderboard if r.method != "none"]
+    reference = {r.label: r for r in leaderboard}
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8), dpi=110)
-    labels = [r["label"] for r in rows]
-    test = [100 * (r["test_acc"] if r["test_acc"] is not None else r["val_acc"]) for r in rows]
-    val = [100 * r["val_acc"] for r in rows]
+    labels = [r.label for r in rows]
+    test = [100 * (r.test_acc if r.test_acc is not None else r.val_acc) for r in rows]
+    val = [100 * r.val_acc for r in rows]
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], val, width=0.4, label="validation", color="#9ecae1")
     ax.bar([x + 0.2 for x in xs], test, width=0.4, label="test", color="#3182bd")
     if "no fine-tuning" in reference:
-        ax.axhline(100 * reference["no fine-tuning"]["val_acc"], color="grey", ls=":", label="no fine-tuning (val)")
-    if "all" in reference and reference["all"]["test_acc"] is not None:
-        ax.axhline(100 * reference["all"]["test_acc"], color="#e6550d", ls="--", label="full fine-tuning (test)")
+        ax.axhline(100 * reference["no fine-tuning"].val_acc, color="grey", ls=":", label="no fine-tuning (val)")
+    full = reference.get("all")
+    if full is not None and full.test_acc is not None:
+        ax.axhline(100 * full.test_acc, color="#e6550d", ls="--", label="full fine-tuning (test)")
     ax.set_xticks(list(xs), labels, rotation=30, ha="right")
     ax.set_ylabel("accuracy (%)")
     low = min(val + test) if rows else 0
@@ -64,14 +69,19 @@ def plot_rgn_profile(path: Path, profile: dict[str, float], group_names: Sequenc
     return path
 
 
-def plot_search_history(path: Path, trials: Sequence[dict[str, Any]]) -> Path:
-    """``trials``: dicts with ``number``, ``value`` (None unless complete), ``label`` and
-    ``pruned_at`` (the last reported value of a pruned trial, drawn as a cross)."""
+def plot_search_history(path: Path, trials: Sequence[FrozenTrial]) -> Path:
+    """Every complete trial's validation accuracy by trial number, coloured by tuned part;
+    a pruned trial is a cross at the last value it reported."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    done = sorted((t for t in trials if t["value"] is not None), key=lambda t: t["number"])
-    pruned = [t for t in trials if t["value"] is None and t.get("pruned_at") is not None]
+    done = sorted(
+        ({"number": t.number, "value": t.value, "label": t.user_attrs.get(attrs.LABEL, "?")}
+         for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: t["number"],
+    )
+    pruned = [{"number": t.number, "pruned_at": t.intermediate_values[max(t.intermediate_values)]}
+              for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     fig, ax = plt.subplots(figsize=(6.0, 3.5), dpi=110)
     labels = sorted({t["label"] for t in done})
     cmap = plt.get_cmap("tab10")

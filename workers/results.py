@@ -9,21 +9,35 @@ rate and epoch that validation accuracy selects, with the test accuracy at that 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
+from app.schemas import GroupInfo, JobProgress, JobResult, LeaderboardRow, Recommendation
 from workers.space import ALL, NO_FINETUNING
 
-#: Trials that count against a job's budget. Trials failed because their worker died are
-#: retried by Optuna's heartbeat callback and do not count; trials that failed on their own
-#: (an exception in training) carry a fail reason and do.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: The notes a result may carry, so tests and readers can match them.
+NOTE_NO_GAIN = "no trial beat the untouched model on validation: consider not fine-tuning"
+NOTE_NOT_TRIED = "not tried as a single part: "
+NOTE_CANCELLED = "cancelled before the trial budget was spent: the result covers the trials run"
+NOTE_NOTHING_COMPLETED = "no trial completed (every trial was pruned or failed): nothing to recommend"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The untouched model's accuracy: the leaderboard's "no fine-tuning" row."""
+
+    val_acc: float
+    test_acc: float | None = None
 
 
 def counts_against_budget(trial: FrozenTrial) -> bool:
-    """Complete, pruned, or failed by its own error (not by a dead worker)."""
+    """Complete, pruned, or failed by its own error (not by a dead worker).
+
+    Trials failed because their worker died are retried by Optuna's heartbeat callback and do
+    not count; trials that failed on their own (an exception in training) carry a fail reason.
+    """
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and attrs.FAIL_REASON in trial.user_attrs
@@ -51,38 +65,48 @@ def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     return max(done, key=lambda t: (*trial_merit(t), -t.number))
 
 
-def progress(trials: Sequence[FrozenTrial], budget: int) -> dict[str, Any]:
+def progress(trials: Sequence[FrozenTrial], budget: int) -> JobProgress:
     best = best_trial(trials)
-    return {
-        "trials_done": sum(1 for t in trials if counts_against_budget(t)),
-        "trials_budget": budget,
-        "best_val_acc": None if best is None else best.value,
-        "best_label": None if best is None else best.user_attrs.get(attrs.LABEL),
-        "best_groups": None if best is None else list(best.user_attrs.get(attrs.GROUPS, [])),
-    }
+    return JobProgress(
+        trials_done=sum(1 for t in trials if counts_against_budget(t)),
+        trials_budget=budget,
+        best_val_acc=None if best is None else best.value,
+        best_label=None if best is None else best.user_attrs.get(attrs.LABEL),
+        best_groups=None if best is None else list(best.user_attrs.get(attrs.GROUPS, [])),
+    )
 
 
-def _row(trial: FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial) -> LeaderboardRow:
+    """A completed trial as a leaderboard row (its user attributes: ``app.trial_attrs``)."""
     ua = trial.user_attrs
-    return {
-        "label": ua.get(attrs.LABEL, "?"),
-        "method": ua.get(attrs.METHOD, "surgical"),
-        "groups": list(ua.get(attrs.GROUPS, [])),
-        "lr": ua.get(attrs.LR),
-        "val_acc": trial.value,
-        "test_acc": ua.get(attrs.TEST_ACC),
-        "tuned_params": ua.get(attrs.TUNED_PARAMS),
-        "tuned_share": ua.get(attrs.TUNED_SHARE),
-        "best_epoch": ua.get(attrs.BEST_EPOCH),
-        "trial_number": trial.number,
-    }
+    assert trial.value is not None, "only completed trials have a row"
+    return LeaderboardRow(
+        label=ua.get(attrs.LABEL, "?"),
+        method=ua.get(attrs.METHOD, "surgical"),
+        groups=list(ua.get(attrs.GROUPS, [])),
+        lr=ua.get(attrs.LR),
+        val_acc=trial.value,
+        test_acc=ua.get(attrs.TEST_ACC),
+        tuned_params=ua.get(attrs.TUNED_PARAMS),
+        tuned_share=ua.get(attrs.TUNED_SHARE),
+        best_epoch=ua.get(attrs.BEST_EPOCH),
+        trial_number=trial.number,
+    )
+
+
+def baseline_row(baseline: Baseline) -> LeaderboardRow:
+    return LeaderboardRow(
+        label=NO_FINETUNING, method="none", groups=[], lr=None, val_acc=baseline.val_acc,
+        test_acc=baseline.test_acc, tuned_params=0, tuned_share=0.0, best_epoch=0,
+        trial_number=None,
+    )
 
 
 def leaderboard(
     trials: Sequence[FrozenTrial],
     group_names: Sequence[str],
-    baseline: dict[str, Any] | None,
-) -> list[dict[str, Any]]:
+    baseline: Baseline | None,
+) -> list[LeaderboardRow]:
     """One row per tuned part at its validation-selected learning rate, paper order first."""
     best_by_label: dict[str, FrozenTrial] = {}
     for trial in completed(trials):
@@ -91,25 +115,10 @@ def leaderboard(
         if current is None or (trial.value or 0) > (current.value or 0):
             best_by_label[label] = trial
     order = [*group_names, ALL, "auto-rgn", "auto-snr"]
-    rows: list[dict[str, Any]] = []
-    if baseline is not None:
-        rows.append(
-            {
-                "label": NO_FINETUNING,
-                "method": "none",
-                "groups": [],
-                "lr": None,
-                "val_acc": baseline["val_acc"],
-                "test_acc": baseline.get("test_acc"),
-                "tuned_params": 0,
-                "tuned_share": 0.0,
-                "best_epoch": 0,
-                "trial_number": None,
-            }
-        )
-    rows.extend(_row(best_by_label.pop(label)) for label in order if label in best_by_label)
+    rows: list[LeaderboardRow] = [] if baseline is None else [baseline_row(baseline)]
+    rows.extend(trial_row(best_by_label.pop(label)) for label in order if label in best_by_label)
     rows.extend(
-        _row(trial) for trial in sorted(best_by_label.values(), key=lambda t: -(t.value or 0))
+        trial_row(trial) for trial in sorted(best_by_label.values(), key=lambda t: -(t.value or 0))
     )
     return rows
 
@@ -118,32 +127,32 @@ def build_result(
     trials: Sequence[FrozenTrial],
     group_sizes: Sequence[tuple[str, int]],
     *,
-    baseline: dict[str, Any] | None,
+    baseline: Baseline | None,
     rgn_profile: dict[str, float] | None,
     notes: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The ``JobResult`` document (validated against ``app.schemas.JobResult`` by the caller)."""
+) -> JobResult:
+    """The job's result: the recommendation, the leaderboard behind it, and notes on both."""
     names = [name for name, _ in group_sizes]
     total = sum(size for _, size in group_sizes) or 1
     best = best_trial(trials)
     notes = list(notes)
     recommendation = None
-    if best is not None:
-        row = _row(best)
-        recommendation = {key: row[key] for key in ("label", "method", "groups", "lr", "val_acc", "test_acc", "tuned_share")}
-        if baseline is not None and best.value is not None and best.value <= baseline["val_acc"]:
-            notes.append("no trial beat the untouched model on validation: consider not fine-tuning")
+    if best is None:
+        notes.append(NOTE_NOTHING_COMPLETED)
+    else:
+        row = trial_row(best)
+        recommendation = Recommendation(**row.model_dump(include=set(Recommendation.model_fields)))
+        if baseline is not None and row.val_acc <= baseline.val_acc:
+            notes.append(NOTE_NO_GAIN)
     tried = {t.user_attrs.get(attrs.LABEL) for t in completed(trials)}
     missing = [name for name in names if name not in tried]
     if missing and len(names) > 1:
-        notes.append("not tried as a single part: " + ", ".join(missing))
-    return {
-        "recommendation": recommendation,
-        "leaderboard": leaderboard(trials, names, baseline),
-        "groups": [
-            {"name": name, "num_params": size, "share": size / total} for name, size in group_sizes
-        ],
-        "rgn_profile": rgn_profile,
-        "baseline_val_acc": None if baseline is None else baseline["val_acc"],
-        "notes": notes,
-    }
+        notes.append(NOTE_NOT_TRIED + ", ".join(missing))
+    return JobResult(
+        recommendation=recommendation,
+        leaderboard=leaderboard(trials, names, baseline),
+        groups=[GroupInfo(name=name, num_params=size, share=size / total) for name, size in group_sizes],
+        rgn_profile=rgn_profile,
+        baseline_val_acc=None if baseline is None else baseline.val_acc,
+        notes=notes,
+    )

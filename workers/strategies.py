@@ -3,7 +3,9 @@ trials are enqueued before any sampling (the paper's baselines, Auto-RGN's pick)
 
 ``paper``    exactly the paper's protocol: every single group (blocks, then the head as "last
              layer"), everything, and Auto-RGN (with baselines), over the paper's learning-rate
-             grid; a grid sampler covers it exhaustively, so the budget is the grid's size.
+             grid; a grid sampler covers it exhaustively, so the budget is the grid's size. Its
+             epochs default to the paper's 15 (``app.schemas.spec.PAPER_EPOCHS``); other epoch
+             counts are named in the result's notes.
 ``tpe``      contiguous group ranges (start, length) and a log-uniform learning rate under
              Optuna 5's default multivariate TPE with the constant liar, plus a median pruner.
 ``auto-rgn`` Auto-RGN only, over the learning-rate grid.
@@ -13,14 +15,15 @@ trials are enqueued before any sampling (the paper's baselines, Auto-RGN's pick)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import optuna
 
+from app.schemas.spec import PAPER_EPOCHS
 from workers.objective import SearchSpace
 from workers.space import (
-    ALL,
     DEFAULT_BASELINE_LR,
     TrialSpec,
     baseline_specs,
@@ -33,82 +36,100 @@ from workers.space import (
 
 STRATEGIES = ("auto", "paper", "tpe", "auto-rgn")
 
+#: The study user attribute that holds the :class:`PlanInputs` (``dataclasses.asdict``).
+PLAN_ATTR = "plan"
 
-@dataclass
-class Plan:
-    """How one job's study is searched."""
 
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything a job's search plan is derived from; saved in the study, so every worker
+    (the owner that made the plan and the helpers that join later) derives the same plan."""
+
+    strategy: str
+    group_names: tuple[str, ...]
+    max_trials: int
+    lr_min: float
+    lr_max: float
+    epochs: int
+    baselines: bool = True
+    rgn_profile: dict[str, float] | None = None
+
+    def to_attr(self) -> dict[str, Any]:
+        """JSON-ready form for ``study.set_user_attr(PLAN_ATTR, ...)``."""
+        return asdict(self)
+
+    @classmethod
+    def from_attr(cls, saved: Mapping[str, Any]) -> PlanInputs:
+        """The inverse of :meth:`to_attr` (JSON turned the tuple into a list)."""
+        return cls(**{**saved, "group_names": tuple(saved["group_names"])})
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How one job's study is searched: derived from :class:`PlanInputs` by :func:`plan_search`."""
+
+    inputs: PlanInputs
     space: SearchSpace
     budget: int
-    enqueued: list[TrialSpec] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    enqueued: tuple[TrialSpec, ...] = ()
+    notes: tuple[str, ...] = ()
     #: Why each enqueued trial runs ("baseline", "rgn-pick", "grid"), parallel to ``enqueued``.
-    sources: list[str] = field(default_factory=list)
+    sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.sources:
-            self.sources = ["baseline"] * len(self.enqueued)
+        if len(self.sources) != len(self.enqueued):
+            raise ValueError("every enqueued trial needs its source")
 
 
-def make_plan(
-    strategy: str,
-    group_names: Sequence[str],
-    *,
-    max_trials: int,
-    lr_min: float,
-    lr_max: float,
-    baselines: bool = True,
-    rgn_profile: dict[str, float] | None = None,
-) -> Plan:
+def plan_search(inputs: PlanInputs) -> SearchPlan:
     """The study's plan; pure, so it is tested without Optuna or training."""
-    names = tuple(group_names)
-    grid = tuple(lr_grid(lr_min, lr_max))
+    names = inputs.group_names
+    grid = tuple(lr_grid(inputs.lr_min, inputs.lr_max))
+    strategy, max_trials = inputs.strategy, inputs.max_trials
     if strategy == "paper":
         parts = [part.label for part in paper_parts(names)]
-        if baselines:
+        if inputs.baselines:
             parts.append("auto-rgn")
-        space = SearchSpace("paper", names, lr_min, lr_max, lr_choices=grid, parts=tuple(parts))
+        space = SearchSpace("paper", names, inputs.lr_min, inputs.lr_max, lr_choices=grid,
+                            parts=tuple(parts))
         # Every grid point is enqueued: popping queued trials is atomic across workers, so the
         # grid is covered exactly once however many workers share it.
-        specs = [_paper_spec(names, part, lr) for part in parts for lr in grid]
+        specs = tuple(space.part_spec(part, lr) for part in parts for lr in grid)
         budget = len(specs)
         notes = [f"paper protocol: {len(parts)} parts x {len(grid)} learning rates = {budget} trials"]
         if budget != max_trials:
             notes.append(f"the paper's grid sets the budget ({budget}), not max_trials ({max_trials})")
-        return Plan(space, budget, specs, notes, ["grid"] * budget)
+        if inputs.epochs != PAPER_EPOCHS:
+            notes.append(f"{inputs.epochs} epochs per trial, not the paper's {PAPER_EPOCHS}")
+        return SearchPlan(inputs, space, budget, specs, tuple(notes), ("grid",) * budget)
 
-    space = SearchSpace(strategy, names, lr_min, lr_max, lr_choices=grid)
+    space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, lr_choices=grid)
     if strategy == "auto-rgn":
-        specs = [TrialSpec("auto-rgn", (), lr, "auto-rgn") for lr in grid][:max_trials]
-        return Plan(space, len(specs), specs, [], ["grid"] * len(specs))
+        specs = tuple(TrialSpec("auto-rgn", (), lr, "auto-rgn") for lr in grid)[:max_trials]
+        return SearchPlan(inputs, space, len(specs), specs, (), ("grid",) * len(specs))
 
     if strategy not in ("auto", "tpe"):
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     enqueued: list[tuple[TrialSpec, str]] = []
-    notes: list[str] = []
+    notes = []
     if strategy == "auto":
-        lr = clip_lr(DEFAULT_BASELINE_LR, lr_min, lr_max)
-        if baselines:
+        lr = clip_lr(DEFAULT_BASELINE_LR, inputs.lr_min, inputs.lr_max)
+        if inputs.baselines:
             enqueued.extend((spec, "baseline") for spec in baseline_specs(names, lr))
-        if rgn_profile:
-            blocks = [name for name in rank_groups_by_rgn(rgn_profile, names) if name != names[-1]]
+        if inputs.rgn_profile:
+            ranked = rank_groups_by_rgn(inputs.rgn_profile, names)
+            blocks = [name for name in ranked if name != names[-1]]
             if blocks:
                 pick = blocks[0]
                 spec = TrialSpec("surgical", (pick,), lr, label_for(names, (pick,)))
                 enqueued.append((spec, "rgn-pick"))
                 notes.append(f"Auto-RGN ranks {pick} first among the blocks; it is tried early")
         enqueued = _unique(enqueued)[:max_trials]
-    return Plan(space, max_trials, [s for s, _ in enqueued], notes, [r for _, r in enqueued])
+    return SearchPlan(inputs, space, max_trials, tuple(s for s, _ in enqueued), tuple(notes),
+                      tuple(r for _, r in enqueued))
 
 
-def _paper_spec(names: tuple[str, ...], part: str, lr: float) -> TrialSpec:
-    if part == "auto-rgn":
-        return TrialSpec("auto-rgn", (), lr, "auto-rgn")
-    groups = names if part == ALL else (part,)
-    return TrialSpec("surgical", groups, lr, label_for(names, groups))
-
-
-def make_sampler(plan: Plan, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(plan: SearchPlan, seed: int) -> optuna.samplers.BaseSampler:
     """Grid for the paper's protocol, TPE (Optuna 5 defaults: multivariate, constant liar) else."""
     if plan.space.strategy == "paper":
         return optuna.samplers.GridSampler(
@@ -118,13 +139,14 @@ def make_sampler(plan: Plan, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
-def make_pruner(plan: Plan, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     """A median pruner after a few full trials; the paper's grid and baselines are never pruned
     (the grid must be complete to be the paper's table)."""
     if plan.space.strategy in ("paper", "auto-rgn"):
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(
-        n_startup_trials=max(len(plan.enqueued), 4), n_warmup_steps=max(1, epochs // 3)
+        n_startup_trials=max(len(plan.enqueued), 4),
+        n_warmup_steps=max(1, plan.inputs.epochs // 3),
     )
 
 
@@ -139,4 +161,12 @@ def _unique(specs: list[tuple[TrialSpec, str]]) -> list[tuple[TrialSpec, str]]:
     return unique
 
 
-__all__ = ["ALL", "Plan", "STRATEGIES", "make_plan", "make_pruner", "make_sampler"]
+__all__ = [
+    "PLAN_ATTR",
+    "STRATEGIES",
+    "PlanInputs",
+    "SearchPlan",
+    "make_pruner",
+    "make_sampler",
+    "plan_search",
+]

@@ -4,6 +4,7 @@ Import from here (``from app.schemas import JobSpec``); the submodules are an im
 detail. Workers import :class:`JobSpec` to read a claimed job and :class:`JobResult` to write one.
 """
 
+from app.schemas.patch import PATCH_FORMAT, PatchManifest
 from app.schemas.resources import (
     ArtifactPublic,
     ArtifactRecord,
@@ -39,6 +40,7 @@ from app.schemas.spec import (
 )
 
 __all__ = [
+    "PATCH_FORMAT",
     "SHIFT_KINDS",
     "UNION_TAGS",
     "ArtifactPublic",
@@ -61,6 +63,7 @@ __all__ = [
     "JobsPublic",
     "LeaderboardRow",
     "ModelSpec",
+    "PatchManifest",
     "Problem",
     "ProblemFieldError",
     "Recommendation",

@@ -1,7 +1,8 @@
-"""What a finished job reports (``GET /v1/jobs/{id}/result``); workers validate it on write.
+"""What a finished job reports (``GET /v1/jobs/{id}/result``).
 
-``workers`` build a :class:`JobResult` and pass ``model_dump(mode="json")`` to
-:func:`app.store.finish`, which validates it again, so a malformed result never reaches a client.
+``workers/results.py`` builds a :class:`JobResult` directly (each field is validated as it is
+built) and hands the model to :func:`app.store.finish`, which dumps it; a plain mapping given to
+the store is validated there, so a malformed result never reaches a client.
 """
 
 from __future__ import annotations

@@ -10,15 +10,26 @@ Delivery is at-least-once: a requeued job runs again, so workers resume its Optu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from app.db import write
 from app.models import Job, JobState, utcnow
 from app.schemas import ArtifactRecord, JobError, JobProgress, JobResult
+
+_Record = TypeVar("_Record", bound=BaseModel)
+
+
+def _json(kind: type[_Record], value: _Record | Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON to store: a typed record (what workers pass) is dumped as it is; a mapping
+    (tools, tests) is validated first, so a malformed record never reaches a client."""
+    record = value if isinstance(value, kind) else kind.model_validate(value)
+    return record.model_dump(mode="json")
 
 
 def _owned(job_id: str, worker_id: str) -> tuple[Any, ...]:
@@ -90,13 +101,13 @@ def mark_study_ready(session: Session, job_id: str, worker_id: str) -> bool:
     return _guarded(session, _owned(job_id, worker_id), study_ready=True, updated_at=utcnow())
 
 
-def update_progress(session: Session, job_id: str, progress: dict[str, Any]) -> bool:
+def update_progress(session: Session, job_id: str, progress: JobProgress | Mapping[str, Any]) -> bool:
     """Replace a running job's progress (validated as JobProgress; missing keys reset).
 
     Any worker on the job may call it, so it is not guarded by worker id; whole replacement
     avoids read-modify-write races between them.
     """
-    value = JobProgress.model_validate(progress).model_dump(mode="json")
+    value = _json(JobProgress, progress)
     return _guarded(
         session,
         (Job.id == job_id, Job.state == JobState.running),
@@ -105,13 +116,13 @@ def update_progress(session: Session, job_id: str, progress: dict[str, Any]) -> 
     )
 
 
-def add_artifact(session: Session, job_id: str, artifact: dict[str, Any]) -> bool:
+def add_artifact(session: Session, job_id: str, artifact: ArtifactRecord | Mapping[str, Any]) -> bool:
     """Append an artifact record (validated as ArtifactRecord), replacing one of the same name.
 
     The first ``UPDATE ... RETURNING artifacts`` locks the row (PostgreSQL) or the database
     (SQLite) before reading the list, so concurrent appends cannot lose each other.
     """
-    record = ArtifactRecord.model_validate(artifact).model_dump(mode="json")
+    record = _json(ArtifactRecord, artifact)
     current = session.execute(
         update(Job).where(Job.id == job_id).values(updated_at=utcnow()).returning(Job.artifacts),
         execution_options={"synchronize_session": False},
@@ -122,9 +133,9 @@ def add_artifact(session: Session, job_id: str, artifact: dict[str, Any]) -> boo
     return _guarded(session, (Job.id == job_id,), artifacts=artifacts)
 
 
-def finish(session: Session, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
+def finish(session: Session, job_id: str, worker_id: str, result: JobResult | Mapping[str, Any]) -> bool:
     """running -> succeeded with ``result`` (validated as JobResult)."""
-    value = JobResult.model_validate(result).model_dump(mode="json")
+    value = _json(JobResult, result)
     now = utcnow()
     return _guarded(
         session,
@@ -136,9 +147,9 @@ def finish(session: Session, job_id: str, worker_id: str, result: dict[str, Any]
     )
 
 
-def fail(session: Session, job_id: str, worker_id: str, error: dict[str, Any]) -> bool:
+def fail(session: Session, job_id: str, worker_id: str, error: JobError | Mapping[str, Any]) -> bool:
     """running -> failed with ``error`` ({type, detail}; never a stack trace: clients see it)."""
-    value = JobError.model_validate(error).model_dump(mode="json")
+    value = _json(JobError, error)
     now = utcnow()
     return _guarded(
         session,
@@ -151,12 +162,13 @@ def fail(session: Session, job_id: str, worker_id: str, error: dict[str, Any]) -
 
 
 def finish_cancelled(
-    session: Session, job_id: str, worker_id: str, result: dict[str, Any] | None = None
+    session: Session, job_id: str, worker_id: str,
+    result: JobResult | Mapping[str, Any] | None = None,
 ) -> bool:
     """running -> cancelled, after the worker stopped on cancel_requested; ``result`` covers the
     trials that did run (so a cancelled search still shows what it found)."""
     now = utcnow()
-    value = None if result is None else JobResult.model_validate(result).model_dump(mode="json")
+    value = None if result is None else _json(JobResult, result)
     return _guarded(
         session,
         _owned(job_id, worker_id),

@@ -1,13 +1,21 @@
 """The search plans are pure data: checked here without Optuna trials or training."""
 
+import json
+
 import optuna
 import pytest
 
 from workers.objective import SearchSpace, encode
 from workers.space import PAPER_LRS, TrialSpec
-from workers.strategies import make_plan
+from workers.strategies import PlanInputs, make_sampler, plan_search
 
 GROUPS = ("block1", "block2", "block3", "head")
+
+
+def make_plan(strategy, group_names, *, max_trials, lr_min, lr_max, baselines=True,
+              rgn_profile=None, epochs=10):
+    return plan_search(PlanInputs(strategy, tuple(group_names), max_trials, lr_min, lr_max,
+                                  epochs, baselines, rgn_profile))
 
 
 def test_paper_plan_is_the_papers_grid_enqueued_once():
@@ -28,7 +36,7 @@ def test_auto_plan_enqueues_baselines_and_the_rgn_pick():
     profile = {"block1": 0.4, "block2": 0.9, "block3": 0.2, "head": 1.0}
     plan = make_plan("auto", GROUPS, max_trials=10, lr_min=1e-5, lr_max=1e-1, rgn_profile=profile)
     assert [s.label for s in plan.enqueued] == ["head", "all", "auto-rgn", "block2"]
-    assert plan.sources == ["baseline", "baseline", "baseline", "rgn-pick"]
+    assert plan.sources == ("baseline", "baseline", "baseline", "rgn-pick")
     assert plan.budget == 10
 
 
@@ -40,6 +48,36 @@ def test_auto_plan_never_enqueues_more_than_the_budget():
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="unknown strategy"):
         make_plan("random", GROUPS, max_trials=3, lr_min=1e-4, lr_max=1e-2)
+
+
+def test_the_plan_is_saved_as_data_and_rebuilt_identically():
+    """What the owner stores in the study is the inputs' asdict, through JSON like Optuna's
+    storage; a helper rebuilds exactly the same plan from it."""
+    profile = {"block1": 0.4, "block2": 0.9, "block3": 0.2, "head": 1.0}
+    for strategy in ("auto", "paper", "tpe", "auto-rgn"):
+        inputs = PlanInputs(strategy, GROUPS, 7, 1e-4, 1e-1, 3, True, profile)
+        saved = json.loads(json.dumps(inputs.to_attr()))
+        assert PlanInputs.from_attr(saved) == inputs
+        assert plan_search(PlanInputs.from_attr(saved)) == plan_search(inputs)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "note"),
+    [(15, None), (10, "10 epochs per trial, not the paper's 15")],
+)
+def test_the_paper_plan_names_an_epoch_count_other_than_the_papers(epochs, note):
+    plan = make_plan("paper", GROUPS, max_trials=30, lr_min=1e-5, lr_max=1e-1, epochs=epochs)
+    epoch_notes = [n for n in plan.notes if "epochs" in n]
+    assert epoch_notes == ([] if note is None else [note])
+
+
+def test_paper_spec_mapping_is_the_one_the_objective_decodes():
+    plan = make_plan("paper", GROUPS, max_trials=30, lr_min=1e-5, lr_max=1e-1)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(plan, seed=0))
+    for spec in plan.enqueued[:8]:
+        params, user_attrs = encode(plan.space, spec)
+        study.enqueue_trial(params, user_attrs=user_attrs)
+        assert plan.space.decode(study.ask()) == spec
 
 
 @pytest.mark.parametrize("strategy", ["auto", "tpe", "paper"])

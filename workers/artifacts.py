@@ -1,0 +1,172 @@
+"""Every file a job produces, in one place: the patch, its manifest, the weights, the plots and
+the result document, uploaded to Optuna's artifact store (the dashboard shows the same files).
+
+Two moments write them:
+
+* during the search (:func:`keep_if_best`), a trial that beats every completed trial so far
+  uploads its weights as *trial* artifacts, so the best weights exist whichever worker ran
+  that trial:
+
+  - ``patch.safetensors`` — only the tensors the trial changed (apply it to the pretrained
+    model with ``app.client.apply_patch``);
+  - ``finetuned.safetensors`` — the trial's full state dict;
+  - ``patch-manifest.json`` — the :class:`app.schemas.PatchManifest`, also written into both
+    files' safetensors metadata, so the three always agree;
+
+* at the end (:func:`upload_final`), the owner references the best trial's three files and
+  adds ``accuracy_by_part.png``, ``auto_rgn_profile.png``, ``search_history.png`` and
+  ``result.json``; the returned records are listed on the job row so the API streams them.
+
+Safetensors only: no pickle, safe to load from anyone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+from safetensors.torch import save_file
+from torch import nn
+
+from app import trial_attrs as attrs
+from app.schemas import PATCH_FORMAT, ArtifactRecord, JobResult, PatchManifest
+from selector import FinetuneResult
+from workers import plots, results
+from workers.job import ClaimedJob
+from workers.objective import BestHook
+from workers.space import TrialSpec
+
+OCTET = "application/octet-stream"
+JSON = "application/json"
+PNG = "image/png"
+
+#: The best trial's files: (trial user attribute holding the artifact id, file name, content
+#: type, description shown by the API).
+TRIAL_FILES: tuple[tuple[str, str, str, str], ...] = (
+    ("patch_artifact_id", "patch.safetensors", OCTET,
+     "tensors changed by the best trial (apply to the pretrained model)"),
+    ("weights_artifact_id", "finetuned.safetensors", OCTET, "full state dict of the best trial"),
+    ("manifest_artifact_id", "patch-manifest.json", JSON,
+     "what the patch contains and how it was chosen"),
+)
+
+
+def diff_state_dict(
+    pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Tensors of ``finetuned`` that differ (bit for bit) from ``pretrained``: surgical
+    fine-tuning changes only the tuned groups, so for a block-1 trial that is a few percent."""
+    missing = sorted(set(finetuned) - set(pretrained))
+    if missing:
+        raise KeyError(f"fine-tuned weights have keys the pretrained model lacks: {missing[:5]}")
+    return {
+        name: tensor.detach().cpu().contiguous().clone()
+        for name, tensor in finetuned.items()
+        if not torch.equal(tensor.detach().cpu(), pretrained[name].detach().cpu())
+    }
+
+
+def save_weights(path: Path, tensors: Mapping[str, torch.Tensor], manifest: PatchManifest) -> Path:
+    """A safetensors file with the manifest in its metadata (which holds strings only)."""
+    metadata = {"format": PATCH_FORMAT, "manifest": manifest.model_dump_json()}
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path),
+              metadata=metadata)
+    return path
+
+
+def patch_manifest(job: ClaimedJob, trial_number: int, spec: TrialSpec, groups: list[str],
+                   result: FinetuneResult, tensors: list[str]) -> PatchManifest:
+    return PatchManifest(
+        job_id=job.id, trial_number=trial_number, label=spec.label, method=spec.method,
+        groups=groups, lr=spec.lr, val_acc=result.best_val_acc, test_acc=result.test_acc,
+        best_epoch=result.best_epoch, tensors=sorted(tensors), base_model=job.spec.model,
+        data=job.spec.data,
+    )
+
+
+def keep_if_best(artifact_store: Any, job: ClaimedJob, pretrained: nn.Module) -> BestHook:
+    """A hook for the objective: upload the weights of a trial that beats every completed
+    trial so far (by :func:`workers.results.merit`)."""
+
+    def hook(trial: optuna.Trial, spec: TrialSpec, result: FinetuneResult) -> None:
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = max((results.trial_merit(t) for t in done if t.value is not None), default=None)
+        if best is not None and results.merit(result.best_val_acc, result.tuned_params) <= best:
+            return  # an earlier trial ranks at least as high: it holds the weights
+        patch = diff_state_dict(pretrained.state_dict(), result.state_dict)
+        groups = list(trial.user_attrs.get(attrs.GROUPS, spec.groups))
+        manifest = patch_manifest(job, trial.number, spec, groups, result, list(patch))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            paths = {
+                "patch.safetensors": save_weights(folder / "patch.safetensors", patch, manifest),
+                "finetuned.safetensors": save_weights(folder / "finetuned.safetensors",
+                                                      result.state_dict, manifest),
+                "patch-manifest.json": folder / "patch-manifest.json",
+            }
+            paths["patch-manifest.json"].write_text(manifest.model_dump_json(indent=2))
+            for key, name, content_type, _ in TRIAL_FILES:
+                artifact_id = upload_artifact(artifact_store=artifact_store,
+                                              file_path=str(paths[name]), study_or_trial=trial,
+                                              mimetype=content_type)
+                trial.set_user_attr(key, artifact_id)
+
+    return hook
+
+
+def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
+                 title: str) -> list[ArtifactRecord]:
+    """Upload the plots and the result document, and reference the best trial's files; the
+    records to list on the job row. ``title`` heads the accuracy plot."""
+    trials = study.get_trials(deepcopy=False)
+    records = _best_trial_records(artifact_store, results.best_trial(trials))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+
+        def add(path: Path, content_type: str, description: str) -> None:
+            artifact_id = upload_artifact(artifact_store=artifact_store, file_path=str(path),
+                                          study_or_trial=study, mimetype=content_type)
+            records.append(ArtifactRecord(name=path.name, artifact_id=artifact_id,
+                                          content_type=content_type, size=path.stat().st_size,
+                                          description=description))
+
+        add(plots.plot_accuracy_by_part(folder / "accuracy_by_part.png", result.leaderboard, title),
+            PNG, "validation and test accuracy per tuned part (the paper's Fig. 2)")
+        if result.rgn_profile:
+            add(plots.plot_rgn_profile(folder / "auto_rgn_profile.png", result.rgn_profile,
+                                       [g.name for g in result.groups]),
+                PNG, "Auto-RGN weight per layer group")
+        add(plots.plot_search_history(folder / "search_history.png", trials),
+            PNG, "validation accuracy of every trial, with the best so far")
+        result_path = folder / "result.json"
+        result_path.write_text(result.model_dump_json(indent=2))
+        add(result_path, JSON, "the recommendation and the leaderboard")
+    return records
+
+
+def _best_trial_records(artifact_store: Any, best: FrozenTrial | None) -> list[ArtifactRecord]:
+    if best is None:
+        return []
+    records = []
+    for key, name, content_type, description in TRIAL_FILES:
+        artifact_id = best.user_attrs.get(key)
+        if artifact_id:
+            records.append(ArtifactRecord(name=name, artifact_id=artifact_id,
+                                          content_type=content_type,
+                                          size=_size(artifact_store, artifact_id),
+                                          description=description))
+    return records
+
+
+def _size(artifact_store: Any, artifact_id: str) -> int | None:
+    try:
+        with artifact_store.open_reader(artifact_id) as reader:
+            return len(reader.read())
+    except Exception:
+        return None
