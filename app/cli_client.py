@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 from pydantic import BaseModel
 
-from app.client import DEFAULT_URL, Client, JobNotSucceeded, SurgicalError, WaitTimeout
+from app.client import DEFAULT_URL, Client, JobNotSucceededError, SurgicalError, WaitTimeoutError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,9 +41,9 @@ def remote(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except WaitTimeout as error:
+        except WaitTimeoutError as error:
             _fail(str(error), 4)
-        except JobNotSucceeded as error:
+        except JobNotSucceededError as error:
             _fail(str(error), 3)
         except SurgicalError as error:
             _fail(str(error), 1)

@@ -7,17 +7,20 @@ built on it alone. Return values are the same pydantic schemas the API serves.
 Exceptions, one tree::
 
     SurgicalError
-    ├── TransportError        the service could not be reached / the connection broke
-    ├── APIError              an HTTP error with an RFC 9457 problem body (.status, .problem)
-    │   ├── Unauthorized      401/403: missing or wrong API key
-    │   ├── NotFound          404: no such job (or another owner's)
-    │   ├── Conflict          409: e.g. deleting a running job, result of an unfinished job
-    │   └── InvalidRequest    400/422: the spec was refused; .problem.errors names the fields
-    ├── JobNotSucceeded       wait(): the job ended failed or cancelled (.job)
-    │   ├── JobFailed
-    │   └── JobCancelled
-    ├── WaitTimeout           wait() ran out of time (.job is the last seen); also a TimeoutError
-    └── PatchMismatch         apply_patch(): the patch does not fit the model; also a ValueError
+    ├── TransportError             the service could not be reached / the connection broke
+    ├── APIError                   an HTTP error with an RFC 9457 problem body (.status, .problem)
+    │   ├── UnauthorizedError      401/403: missing or wrong API key
+    │   ├── NotFoundError          404: no such job (or another owner's), no such artifact
+    │   ├── ConflictError          409: e.g. deleting a running job, result of an unfinished job
+    │   └── InvalidRequestError    400/422: the spec was refused; .problem.errors names the fields
+    ├── JobNotSucceededError       wait(): the job ended failed or cancelled (.job)
+    │   ├── JobFailedError
+    │   └── JobCancelledError
+    ├── WaitTimeoutError           wait() ran out of time (.job is the last seen); a TimeoutError
+    └── PatchMismatchError         apply_patch(): the patch does not fit the model; a ValueError
+
+Every name ends in ``Error`` and none repeats a server-side name (:mod:`app.errors` has
+``NotFound``, ``Conflict``, ``Unauthorized``; these are what a *caller* of the API catches).
 
 Example::
 
@@ -54,17 +57,17 @@ __all__ = [
     "DEFAULT_URL",
     "APIError",
     "Client",
-    "Conflict",
-    "InvalidRequest",
-    "JobCancelled",
-    "JobFailed",
-    "JobNotSucceeded",
-    "NotFound",
-    "PatchMismatch",
+    "ConflictError",
+    "InvalidRequestError",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobNotSucceededError",
+    "NotFoundError",
+    "PatchMismatchError",
     "SurgicalError",
     "TransportError",
-    "Unauthorized",
-    "WaitTimeout",
+    "UnauthorizedError",
+    "WaitTimeoutError",
     "apply_patch",
 ]
 
@@ -93,23 +96,23 @@ class APIError(SurgicalError):
         super().__init__(message)
 
 
-class Unauthorized(APIError):
+class UnauthorizedError(APIError):
     pass
 
 
-class NotFound(APIError):
+class NotFoundError(APIError):
     pass
 
 
-class Conflict(APIError):
+class ConflictError(APIError):
     pass
 
 
-class InvalidRequest(APIError):
+class InvalidRequestError(APIError):
     pass
 
 
-class JobNotSucceeded(SurgicalError):
+class JobNotSucceededError(SurgicalError):
     """``wait`` saw the job end in another state than ``succeeded``."""
 
     def __init__(self, job: JobPublic) -> None:
@@ -118,15 +121,15 @@ class JobNotSucceeded(SurgicalError):
         super().__init__(f"job {job.id} {job.state}{reason}")
 
 
-class JobFailed(JobNotSucceeded):
+class JobFailedError(JobNotSucceededError):
     pass
 
 
-class JobCancelled(JobNotSucceeded):
+class JobCancelledError(JobNotSucceededError):
     pass
 
 
-class WaitTimeout(SurgicalError, TimeoutError):
+class WaitTimeoutError(SurgicalError, TimeoutError):
     """``wait`` ran out of time; ``.job`` is the last state it saw."""
 
     def __init__(self, job: JobPublic, timeout: float) -> None:
@@ -134,13 +137,13 @@ class WaitTimeout(SurgicalError, TimeoutError):
         super().__init__(f"job {job.id} still {job.state} after {timeout:g} s")
 
 
-class PatchMismatch(SurgicalError, ValueError):
+class PatchMismatchError(SurgicalError, ValueError):
     """``apply_patch``: a tensor of the patch is not in the model, or has another shape."""
 
 
 _BY_STATUS: dict[int, type[APIError]] = {
-    400: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
-    422: InvalidRequest,
+    400: InvalidRequestError, 401: UnauthorizedError, 403: UnauthorizedError,
+    404: NotFoundError, 409: ConflictError, 422: InvalidRequestError,
 }
 
 
@@ -256,7 +259,7 @@ class Client:
              poll: float | None = None) -> JobPublic:
         """Poll until the job is done (at the server's ``Retry-After`` pace, or every ``poll``
         seconds); show a bar of finished trials on stderr. Returns the succeeded job; raises
-        JobFailed, JobCancelled or WaitTimeout (after a last poll at the deadline)."""
+        JobFailedError, JobCancelledError or WaitTimeoutError (after a last poll at the deadline)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         try:
@@ -271,16 +274,16 @@ class Client:
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise WaitTimeout(job, timeout or 0.0)
+                        raise WaitTimeoutError(job, timeout or 0.0)
                     delay = min(delay, remaining)
                 time.sleep(delay)
         finally:
             if bar is not None:
                 bar.close()
         if job.state == "failed":
-            raise JobFailed(job)
+            raise JobFailedError(job)
         if job.state == "cancelled":
-            raise JobCancelled(job)
+            raise JobCancelledError(job)
         return job
 
 
@@ -321,7 +324,7 @@ def apply_patch(model: Any, patch_path: str | Path) -> Any:
     """Load a downloaded ``patch.safetensors`` into ``model`` (in place; returned).
 
     Every tensor of the patch must name a tensor of the model with the same shape, so a patch
-    for another architecture fails loudly (:class:`PatchMismatch`) instead of half-applying; the
+    for another architecture fails loudly (:class:`PatchMismatchError`) instead of half-applying; the
     model is untouched then. A file whose metadata names another format than
     :data:`app.schemas.PATCH_FORMAT` is refused the same way; a plain safetensors state dict
     (no format) is accepted. Needs torch and safetensors, imported here so the rest of the
@@ -333,14 +336,14 @@ def apply_patch(model: Any, patch_path: str | Path) -> Any:
     with safe_open(str(patch_path), framework="pt") as handle:
         found = (handle.metadata() or {}).get("format")
     if found is not None and found != PATCH_FORMAT:
-        raise PatchMismatch(f"patch {patch_path} has format {found!r}, not {PATCH_FORMAT!r}")
+        raise PatchMismatchError(f"patch {patch_path} has format {found!r}, not {PATCH_FORMAT!r}")
     patch = load_file(str(patch_path))
     state = model.state_dict()
     unknown = [name for name in patch if name not in state]
     if unknown:
-        raise PatchMismatch(f"patch {patch_path} names tensors the model does not have: {unknown[:5]}")
+        raise PatchMismatchError(f"patch {patch_path} names tensors the model does not have: {unknown[:5]}")
     wrong = [name for name, tensor in patch.items() if tuple(tensor.shape) != tuple(state[name].shape)]
     if wrong:
-        raise PatchMismatch(f"patch {patch_path} has tensors whose shape differs from the model's: {wrong[:5]}")
+        raise PatchMismatchError(f"patch {patch_path} has tensors whose shape differs from the model's: {wrong[:5]}")
     model.load_state_dict(patch, strict=False)
     return model

@@ -104,9 +104,10 @@ def _fmt_int(value: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The grid. ``regimes`` in run order; each regime may use its own shifts and seeds, each
-    method its own learning rates (``lrs_for``; others use ``lrs``)."""
+class BenchmarkGrid:
+    """The benchmark's grid of runs (not the workers' search plan, :class:`workers.strategies.Plan`).
+    ``regimes`` in run order; each regime may use its own shifts and seeds, each method its own
+    learning rates (``lrs_for``; others use ``lrs``)."""
 
     regimes: tuple[int, ...]
     shifts: dict[int, tuple[str, ...]]
@@ -130,22 +131,22 @@ class Plan:
         return list(seen)
 
 
-def build_tasks(plan: Plan) -> list[Task]:
+def build_tasks(grid: BenchmarkGrid) -> list[Task]:
     """Seed-major, then the regimes in the given order: an interrupted run leaves whole
     (seed, regime) blocks behind, and both regimes get their first seed early. Within a case,
     costly methods first (better load balance)."""
     cost = {"auto-rgn": 0, "auto-snr": 1, "all": 2, "block1": 3, "block2": 4, "block3": 5,
             "head": 6, NONE: 7}
-    seeds = sorted({seed for regime in plan.regimes for seed in plan.seeds[regime]})
+    seeds = sorted({seed for regime in grid.regimes for seed in grid.seeds[regime]})
     tasks = []
     for seed in seeds:
-        for regime in (r for r in plan.regimes if seed in plan.seeds[r]):
-            for shift in plan.shifts[regime]:
-                for method in sorted(plan.methods, key=lambda m: cost.get(m, 0)):
-                    for lr in plan.method_lrs(method):
-                        tasks.append(Task(shift, plan.severities[shift], regime, plan.n_val,
-                                          plan.n_test, seed, method, lr,
-                                          0 if method == NONE else plan.epochs, plan.bn_mode))
+        for regime in (r for r in grid.regimes if seed in grid.seeds[r]):
+            for shift in grid.shifts[regime]:
+                for method in sorted(grid.methods, key=lambda m: cost.get(m, 0)):
+                    for lr in grid.method_lrs(method):
+                        tasks.append(Task(shift, grid.severities[shift], regime, grid.n_val,
+                                          grid.n_test, seed, method, lr,
+                                          0 if method == NONE else grid.epochs, grid.bn_mode))
     return tasks
 
 
@@ -603,20 +604,20 @@ def lr_summary(selected: Sequence[Selected], regimes: Sequence[int], methods: Se
     return "\n".join(lines) + "\n"
 
 
-def write_reports(out: Path, plan: Plan, tasks: Sequence[Task], title: str,
+def write_reports(out: Path, grid: BenchmarkGrid, tasks: Sequence[Task], title: str,
                   reuse: Sequence[Path] = ()) -> list[Selected]:
     rows = {row_key(r): r for path in (*reuse, out / "runs.csv") for r in read_rows(path)}
     selected = select(rows.values(), tasks)
-    text = markdown(selected, plan.regimes, plan.all_shifts(), plan.methods, title)
-    (out / "table.md").write_text(text + "\n" + lr_summary(selected, plan.regimes, plan.methods))
-    figure(selected, plan.regimes, plan.methods, out / "figure2.png", title)
+    text = markdown(selected, grid.regimes, grid.all_shifts(), grid.methods, title)
+    (out / "table.md").write_text(text + "\n" + lr_summary(selected, grid.regimes, grid.methods))
+    figure(selected, grid.regimes, grid.methods, out / "figure2.png", title)
     return selected
 
 
 # ---------------------------------------------------------------------------------------------
 # Cost estimate
 
-def estimate(plan: Plan, tasks: Sequence[Task], data_dir: str, workers: int) -> None:
+def estimate(grid: BenchmarkGrid, tasks: Sequence[Task], data_dir: str, workers: int) -> None:
     """Time a 2-epoch run of every method at each regime on one 10-class corruption (lr 1e-3)
     and cost the planned tasks from it: a run costs the no-fine-tuning evaluation (copy, val
     and test passes) plus epochs x its per-epoch cost; both scale with the number of images,
@@ -625,17 +626,17 @@ def estimate(plan: Plan, tasks: Sequence[Task], data_dir: str, workers: int) -> 
 
     _init_worker()
     shift = "impulse_noise"
-    severity = plan.severities.get(shift) or 4
+    severity = grid.severities.get(shift) or 4
     per_epoch: dict[tuple[int, str], float] = {}
     fixed: dict[int, float] = {}
     probe_epochs = 2
     cpu_started = time.process_time()
     wall_started = time.perf_counter()
-    for regime in plan.regimes:
-        _case(shift, severity, 0, regime, plan.n_val, plan.n_test, data_dir)
-        for method in [NONE] + [m for m in plan.methods if m != NONE]:
-            task = Task(shift, severity, regime, plan.n_val, plan.n_test, 0, method, 1e-3,
-                        0 if method == NONE else probe_epochs, plan.bn_mode)
+    for regime in grid.regimes:
+        _case(shift, severity, 0, regime, grid.n_val, grid.n_test, data_dir)
+        for method in [NONE] + [m for m in grid.methods if m != NONE]:
+            task = Task(shift, severity, regime, grid.n_val, grid.n_test, 0, method, 1e-3,
+                        0 if method == NONE else probe_epochs, grid.bn_mode)
             started = time.perf_counter()
             run_task(task, data_dir)
             total = time.perf_counter() - started
@@ -734,7 +735,7 @@ def _mapping(items: Sequence[str], key: type, value: type, option: str) -> dict[
     return out
 
 
-def make_plan(args: argparse.Namespace) -> Plan:
+def grid_from_args(args: argparse.Namespace) -> BenchmarkGrid:
     from selector.builtin import list_shifts, recommended_severity
 
     shifts_for = _mapping(args.shifts_for, int, str, "--shifts-for")
@@ -751,21 +752,21 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if name not in severities:
             raise SystemExit(f"--severity {name}: not among the shifts")
         severities[name] = levels[0]
-    return Plan(tuple(args.regimes), shifts,
+    return BenchmarkGrid(tuple(args.regimes), shifts,
                 {r: tuple(seeds_for.get(r, args.seeds)) for r in args.regimes},
                 tuple(args.methods), tuple(args.lrs), lrs_for, args.epochs, args.n_val,
                 args.n_test, args.bn_mode, severities)
 
 
-def describe_plan(plan: Plan) -> str:
-    lrs = ", ".join(f"{m}: {{{', '.join(f'{x:g}' for x in plan.method_lrs(m))}}}"
-                    for m in plan.methods if m != NONE and m in plan.lrs_for)
-    parts = [f"lrs {{{', '.join(f'{x:g}' for x in plan.lrs)}}}" + (f" ({lrs})" if lrs else ""),
-             f"{plan.epochs} epochs", f"BN {plan.bn_mode}",
-             f"val/test {plan.n_val}/{plan.n_test} per class"]
-    for regime in plan.regimes:
-        parts.append(f"n={regime}: {len(plan.shifts[regime])} shifts, seeds "
-                     f"{list(plan.seeds[regime])}")
+def describe_grid(grid: BenchmarkGrid) -> str:
+    lrs = ", ".join(f"{m}: {{{', '.join(f'{x:g}' for x in grid.method_lrs(m))}}}"
+                    for m in grid.methods if m != NONE and m in grid.lrs_for)
+    parts = [f"lrs {{{', '.join(f'{x:g}' for x in grid.lrs)}}}" + (f" ({lrs})" if lrs else ""),
+             f"{grid.epochs} epochs", f"BN {grid.bn_mode}",
+             f"val/test {grid.n_val}/{grid.n_test} per class"]
+    for regime in grid.regimes:
+        parts.append(f"n={regime}: {len(grid.shifts[regime])} shifts, seeds "
+                     f"{list(grid.seeds[regime])}")
     return "; ".join(parts)
 
 
@@ -779,11 +780,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = str(args.data_dir or os.environ.get("SURGICAL_DATA_DIR")
                    or ROOT / ".cache" / "test-data")
     os.environ["SURGICAL_DATA_DIR"] = data_dir  # for the spawned workers too
-    plan = make_plan(args)
-    tasks = build_tasks(plan)
-    print(describe_plan(plan), flush=True)
+    grid = grid_from_args(args)
+    tasks = build_tasks(grid)
+    print(describe_grid(grid), flush=True)
     if args.estimate:
-        estimate(plan, tasks, data_dir, args.workers)
+        estimate(grid, tasks, data_dir, args.workers)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -792,14 +793,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from selector.builtin import load_source_model
         from selector.builtin.shifts import get_shift
 
-        for name in sorted({get_shift(s).model_name for s in plan.all_shifts()}):
+        for name in sorted({get_shift(s).model_name for s in grid.all_shifts()}):
             load_source_model(name, data_dir)
         ran = run_all(tasks, args.out / "runs.csv", data_dir, args.workers, args.reuse)
         print(f"ran {ran} runs in {time.perf_counter() - started:.0f} s", flush=True)
-    title = f"Surgical fine-tuning, built-in MNIST case: {describe_plan(plan)}"
+    title = f"Surgical fine-tuning, built-in MNIST case: {describe_grid(grid)}"
     if args.reuse:
         title += f" (with the runs of {', '.join(str(p) for p in args.reuse)})"
-    selected = write_reports(args.out, plan, tasks, title, args.reuse)
+    selected = write_reports(args.out, grid, tasks, title, args.reuse)
     print(f"wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'figure2.png'} "
           f"({len(selected)} selected cells)")
     return 0

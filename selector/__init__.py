@@ -16,8 +16,9 @@ from selector.errors import (
     ModelLoadError,
     SelectorError,
 )
+from selector.finetune.records import EpochMetrics, FinetuneResult
 from selector.finetune.rgn import auto_rgn_finetune, auto_snr_finetune, relative_gradient_norms
-from selector.finetune.surgical import EpochMetrics, FinetuneResult, evaluate, surgical_finetune
+from selector.finetune.surgical import evaluate, surgical_finetune
 from selector.io.inputs import load_datasets, load_model
 from selector.layers.groups import (
     GroupMatch,

@@ -1,7 +1,8 @@
 """Where Optuna meets the engine: an Optuna trial becomes a plain :class:`TrialSpec`, the spec
 runs through ``selector``, and the outcome goes back to Optuna as a value and user attributes.
 
-Nothing else in the project imports both ``optuna`` and ``selector``. The encoding of the search
+It is the only module that runs ``selector`` inside an Optuna trial (``workers/context.py`` also
+imports both, to upload a trial's weights as an Optuna artifact). The encoding of the search
 space into Optuna parameters lives here too, so strategies (which enqueue trials) and the
 objective (which reads them back) can never disagree about parameter names.
 

@@ -1,6 +1,6 @@
 """Pretraining of the built-in source models: a short, seeded, CPU-friendly recipe.
 
-The recipe (``TrainConfig``) is SGD with Nesterov momentum and a one-cycle learning rate for a
+The recipe (``PretrainRecipe``) is SGD with Nesterov momentum and a one-cycle learning rate for a
 few epochs, BatchNorm in train mode, and two light augmentations, both per image:
 
 * a random shift of up to 2 pixels (MNIST digits are only roughly centred; the ``translate``
@@ -34,7 +34,7 @@ ARCHITECTURE = {"factory": "selector.cifar_resnet:cifar_resnet", "depth": DEPTH,
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class PretrainRecipe:
     epochs: int = 6
     batch_size: int = 128
     lr: float = 0.1              # peak of the one-cycle schedule
@@ -89,7 +89,7 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray,
 
 
 def train_source(images: np.ndarray, labels: np.ndarray, num_classes: int,
-                 config: TrainConfig, seed: int) -> tuple[nn.Module, float]:
+                 recipe: PretrainRecipe, seed: int) -> tuple[nn.Module, float]:
     """Train a fresh source model on 0..255 ``images``; returns it (eval mode) and seconds."""
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -97,19 +97,19 @@ def train_source(images: np.ndarray, labels: np.ndarray, num_classes: int,
         generator = torch.Generator().manual_seed(seed)
         model = build_model(num_classes)
         x, y = to_dataset(images, labels).tensors
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay, nesterov=True)
-        steps_per_epoch = -(-len(x) // config.batch_size)
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=True)
+        steps_per_epoch = -(-len(x) // recipe.batch_size)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
-            pct_start=config.warmup_share)
+            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
+            pct_start=recipe.warmup_share)
         model.train()
-        for _ in range(config.epochs):
+        for _ in range(recipe.epochs):
             order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), config.batch_size):
-                batch = order[start:start + config.batch_size]
-                inputs = random_shift(x[batch], config.max_shift, generator)
-                inputs = random_brightness(inputs, config.max_brightness, generator)
+            for start in range(0, len(x), recipe.batch_size):
+                batch = order[start:start + recipe.batch_size]
+                inputs = random_shift(x[batch], recipe.max_shift, generator)
+                inputs = random_brightness(inputs, recipe.max_brightness, generator)
                 loss = F.cross_entropy(model(inputs), y[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -26,8 +26,6 @@ from selector.builtin.corruptions import CORRUPTIONS, check_severity, corrupt
 from selector.builtin.errors import UnknownChoiceError
 from selector.builtin.mnist import load_split, sample_splits, to_dataset
 
-KINDS = ("input", "feature", "output", "none")
-
 
 @dataclass(frozen=True)
 class ShiftSpec:

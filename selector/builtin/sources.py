@@ -28,7 +28,13 @@ from torch import nn
 from selector.builtin import cache, synthetic
 from selector.builtin.errors import CacheEntryError, UnknownChoiceError
 from selector.builtin.mnist import load_split, source_stats
-from selector.builtin.pretrain import ARCHITECTURE, TrainConfig, accuracy, build_model, train_source
+from selector.builtin.pretrain import (
+    ARCHITECTURE,
+    PretrainRecipe,
+    accuracy,
+    build_model,
+    train_source,
+)
 
 #: Bump when the data, recipe or architecture change: older cache entries are then rebuilt.
 RECIPE_VERSION = 2
@@ -49,7 +55,7 @@ class SourceSpec:
     num_classes: int
     description: str
     data: Callable[[], SourceData]
-    config: TrainConfig = TrainConfig()
+    recipe: PretrainRecipe = PretrainRecipe()
 
 
 def _clean_data() -> SourceData:
@@ -113,7 +119,7 @@ def entry_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path
 
 def _build(spec: SourceSpec) -> tuple[cache.Tensors, dict[str, Any]]:
     data = spec.data()
-    model, seconds = train_source(*data.train, spec.num_classes, spec.config, SOURCE_SEED)
+    model, seconds = train_source(*data.train, spec.num_classes, spec.recipe, SOURCE_SEED)
     scores = {key: round(accuracy(model, *arrays), 4) for key, arrays in data.evaluations.items()}
     mean, std = source_stats()
     manifest = {
@@ -124,7 +130,7 @@ def _build(spec: SourceSpec) -> tuple[cache.Tensors, dict[str, Any]]:
         "data": {"split": load_split().description, "train": spec.description,
                  "n_train": int(len(data.train[1])),
                  "normalisation": {"scale": "x / 255", "mean": mean, "std": std}},
-        "training": asdict(spec.config) | {"optimizer": "sgd-nesterov",
+        "training": asdict(spec.recipe) | {"optimizer": "sgd-nesterov",
                                            "schedule": "one-cycle", "bn_mode": "train"},
         "accuracy": scores,
         "train_seconds": round(seconds, 1),

@@ -2,8 +2,10 @@
 
 When BatchNorm runs in eval mode, dropout is off and there is no augmentation (the paper's
 protocol), every module before the first tuned one computes the same function in every epoch.
-Its output can be computed once per example and reused: PAPER.md's CPU probe measured a
-head-only trial 5-9x cheaper and a third-stage trial 1.6x cheaper. AutoFreeze does the same.
+Its output can be computed once per example and reused (AutoFreeze does the same). On the
+built-in ResNet-14 (CPU, one thread, 1,000 28x28 images, 3 epochs, a shared machine) a head-only
+trial took 5 s instead of 20 s and a last-stage trial 9 s instead of 13 s; compare on your own
+model with ``cache_prefix=False``.
 
 How, without knowing the model's ``forward``:
 

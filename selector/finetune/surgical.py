@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from selector.finetune.batches import SplitData
 from selector.finetune.freeze import make_optimizer, resolve_tune, tuned_parameter_names
-from selector.finetune.records import EpochMetrics, FinetuneResult
+from selector.finetune.records import FinetuneResult
 from selector.finetune.training import (
     EVAL_BATCH_SIZE,
     OnEpoch,
@@ -43,7 +43,7 @@ from selector.finetune.training import (
 )
 from selector.layers.groups import LayerGroup, discover_groups
 
-__all__ = ["EpochMetrics", "FinetuneResult", "FixedPolicy", "evaluate", "surgical_finetune"]
+__all__ = ["FixedPolicy", "evaluate", "surgical_finetune"]
 
 
 @dataclass

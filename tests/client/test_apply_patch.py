@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from app.client import PatchMismatch, apply_patch
+from app.client import PatchMismatchError, apply_patch
 
 
 def _model() -> nn.Module:
@@ -47,7 +47,7 @@ def test_a_patch_that_does_not_fit_is_refused_and_changes_nothing(
 ):
     model = _model()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    with pytest.raises(PatchMismatch, match=words.replace("[", r"\[").replace("]", r"\]")) as raised:
+    with pytest.raises(PatchMismatchError, match=words.replace("[", r"\[").replace("]", r"\]")) as raised:
         apply_patch(model, _save(tmp_path, tensors))
     assert isinstance(raised.value, ValueError)
     assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())

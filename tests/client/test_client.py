@@ -12,14 +12,14 @@ from fastapi.testclient import TestClient
 from app.client import (
     APIError,
     Client,
-    Conflict,
-    InvalidRequest,
-    JobCancelled,
-    JobFailed,
-    NotFound,
+    ConflictError,
+    InvalidRequestError,
+    JobCancelledError,
+    JobFailedError,
+    NotFoundError,
     TransportError,
-    Unauthorized,
-    WaitTimeout,
+    UnauthorizedError,
+    WaitTimeoutError,
 )
 from app.main import create_app
 from app.schemas import ArtifactPublic, JobPublic, JobResult, JobsPublic, TrialPublic
@@ -59,7 +59,7 @@ def test_download_streams_an_artifact_to_a_file_or_into_a_directory(
     as_file = client.download(finished_jobs.succeeded, "result.json", tmp_path / "sub" / "r.json")
     assert JobResult.model_validate_json(as_file.read_text()) == client.result(finished_jobs.succeeded)
     assert not list(tmp_path.rglob("*.part"))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         client.download(finished_jobs.succeeded, "nothing.bin", tmp_path)
     assert not (tmp_path / "nothing.bin").exists() and not list(tmp_path.rglob("*.part"))
 
@@ -81,15 +81,15 @@ def test_a_real_server_submit_idempotently_list_cancel_delete(
         assert finished_jobs.failed in [job.id for job in client.iter_jobs(state="failed")]
         assert first.id not in [job.id for job in client.iter_jobs(state="succeeded")]
 
-        with pytest.raises(Conflict):  # a live job cannot be deleted
+        with pytest.raises(ConflictError):  # a live job cannot be deleted
             client.delete(first.id)
         cancelled = client.cancel(first.id)
         assert cancelled.state == "cancelled" and cancelled.done
-        with pytest.raises(JobCancelled) as raised:
+        with pytest.raises(JobCancelledError) as raised:
             client.wait(first.id, progress=False)
         assert raised.value.job.id == first.id
         client.delete(first.id)
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             client.get(first.id)
 
         assert client.wait(finished_jobs.succeeded, timeout=5, progress=False).state == "succeeded"
@@ -110,7 +110,7 @@ def test_wait_returns_a_succeeded_job_and_draws_a_progress_bar(
 def test_wait_on_a_failed_job_raises_job_failed_with_the_reason(
     client: Client, finished_jobs: FinishedJobs
 ):
-    with pytest.raises(JobFailed) as raised:
+    with pytest.raises(JobFailedError) as raised:
         client.wait(finished_jobs.failed, timeout=5, progress=False)
     error = raised.value
     assert error.job.state == "failed" and error.job.error is not None
@@ -121,7 +121,7 @@ def test_wait_on_a_failed_job_raises_job_failed_with_the_reason(
 def test_wait_times_out_with_the_last_state_seen(client: Client):
     job = client.submit(QUEUED_SPEC)
     try:
-        with pytest.raises(WaitTimeout) as raised:
+        with pytest.raises(WaitTimeoutError) as raised:
             client.wait(job.id, timeout=0.3, progress=False)
         assert isinstance(raised.value, TimeoutError)
         assert raised.value.job.state == "queued"
@@ -153,17 +153,17 @@ def test_wait_polls_at_the_pace_the_server_asks_for(
 def test_auth_on_and_no_key_is_unauthorized(finished_jobs: FinishedJobs):
     settings = finished_jobs.settings.model_copy(update={"auth": True})
     with TestClient(create_app(settings)) as http:
-        with Client(http=http) as anonymous, pytest.raises(Unauthorized) as raised:
+        with Client(http=http) as anonymous, pytest.raises(UnauthorizedError) as raised:
             anonymous.list()
         assert raised.value.status == 401
     with (TestClient(create_app(settings)) as http, Client(api_key="srg_wrong_key", http=http) as wrong,
-          pytest.raises(Unauthorized)):
+          pytest.raises(UnauthorizedError)):
         wrong.get(finished_jobs.succeeded)
 
 
 def test_an_unknown_job_is_not_found(client: Client):
     for call in (client.get, client.result, client.trials, client.artifacts, client.cancel):
-        with pytest.raises(NotFound) as raised:
+        with pytest.raises(NotFoundError) as raised:
             call("no-such-job")
         assert raised.value.status == 404 and raised.value.problem.status == 404
 
@@ -171,7 +171,7 @@ def test_an_unknown_job_is_not_found(client: Client):
 def test_a_bad_spec_is_an_invalid_request_naming_the_fields(client: Client):
     spec: dict[str, Any] = {**QUEUED_SPEC, "data": {**QUEUED_SPEC["data"], "shift": "nope"},
                             "search": {"max_trials": 0}}
-    with pytest.raises(InvalidRequest) as raised:
+    with pytest.raises(InvalidRequestError) as raised:
         client.submit(spec)
     error = raised.value
     assert error.status == 422
@@ -183,7 +183,7 @@ def test_a_bad_spec_is_an_invalid_request_naming_the_fields(client: Client):
 def test_the_result_of_an_unfinished_job_is_a_conflict(client: Client):
     job = client.submit(QUEUED_SPEC)
     try:
-        with pytest.raises(Conflict) as raised:
+        with pytest.raises(ConflictError) as raised:
             client.result(job.id)
         assert raised.value.status == 409
         assert raised.value.problem.model_extra == {"state": "queued"}

@@ -14,9 +14,9 @@ from app.client import Client
 ROOT = Path(__file__).resolve().parents[2]
 
 EXPORTED = [
-    "DEFAULT_URL", "APIError", "Client", "Conflict", "InvalidRequest", "JobCancelled",
-    "JobFailed", "JobNotSucceeded", "NotFound", "PatchMismatch", "SurgicalError",
-    "TransportError", "Unauthorized", "WaitTimeout", "apply_patch",
+    "DEFAULT_URL", "APIError", "Client", "ConflictError", "InvalidRequestError", "JobCancelledError",
+    "JobFailedError", "JobNotSucceededError", "NotFoundError", "PatchMismatchError", "SurgicalError",
+    "TransportError", "UnauthorizedError", "WaitTimeoutError", "apply_patch",
 ]
 
 #: exception -> its bases within the tree (the module docstring draws the same tree)
@@ -24,15 +24,15 @@ TREE = {
     "SurgicalError": (Exception,),
     "TransportError": ("SurgicalError",),
     "APIError": ("SurgicalError",),
-    "Unauthorized": ("APIError",),
-    "NotFound": ("APIError",),
-    "Conflict": ("APIError",),
-    "InvalidRequest": ("APIError",),
-    "JobNotSucceeded": ("SurgicalError",),
-    "JobFailed": ("JobNotSucceeded",),
-    "JobCancelled": ("JobNotSucceeded",),
-    "WaitTimeout": ("SurgicalError", TimeoutError),
-    "PatchMismatch": ("SurgicalError", ValueError),
+    "UnauthorizedError": ("APIError",),
+    "NotFoundError": ("APIError",),
+    "ConflictError": ("APIError",),
+    "InvalidRequestError": ("APIError",),
+    "JobNotSucceededError": ("SurgicalError",),
+    "JobFailedError": ("JobNotSucceededError",),
+    "JobCancelledError": ("JobNotSucceededError",),
+    "WaitTimeoutError": ("SurgicalError", TimeoutError),
+    "PatchMismatchError": ("SurgicalError", ValueError),
 }
 
 #: Client method -> its parameters (after self), in order

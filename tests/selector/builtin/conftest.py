@@ -14,7 +14,7 @@ import pytest
 from torch import nn
 
 from selector.builtin import cache
-from selector.builtin.pretrain import TrainConfig
+from selector.builtin.pretrain import PretrainRecipe
 from selector.builtin.sources import SOURCES, SourceSpec
 
 
@@ -46,6 +46,6 @@ def tiny_source(monkeypatch: pytest.MonkeyPatch) -> str:
                           {"accuracy": tuple(a[::20] for a in data.evaluations["accuracy"])})
 
     spec = SourceSpec("tiny-test", 10, "test-only: 200 clean source digits", small_data,
-                      TrainConfig(epochs=1, batch_size=25))
+                      PretrainRecipe(epochs=1, batch_size=25))
     monkeypatch.setitem(SOURCES, spec.name, spec)
     return spec.name
