@@ -105,7 +105,7 @@ def _fmt_int(value: int | None) -> str:
 
 @dataclass(frozen=True)
 class BenchmarkGrid:
-    """The benchmark's grid of runs (not the workers' search plan, :class:`workers.strategies.Plan`).
+    """The benchmark's grid of runs (not a job's :class:`workers.strategies.SearchPlan`).
     ``regimes`` in run order; each regime may use its own shifts and seeds, each method its own
     learning rates (``lrs_for``; others use ``lrs``)."""
 

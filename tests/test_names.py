@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "selector", "workers", "benchmarks")
 
 #: File names that may repeat: every package may have these, and they mean the same thing there.
-SHARED_MODULE_NAMES = {"__init__", "__main__", "cli", "errors",
-                       "jobs"}  # app/api/routes/jobs.py (HTTP) over app/store/jobs.py (SQL)
+SHARED_MODULE_NAMES = {
+    "__init__", "__main__", "cli", "errors",
+    "jobs",       # app/api/routes/jobs.py (HTTP) over app/store/jobs.py (SQL)
+    "artifacts",  # workers/artifacts.py writes a job's artifacts, app/artifacts.py serves them
+}
 
 
 def _modules() -> list[Path]:
