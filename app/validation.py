@@ -19,6 +19,7 @@ from app.schemas import (
     TorchscriptModel,
     TorchvisionModel,
 )
+from app.schemas.spec import WEIGHTS_ENUM
 from app.settings import Settings
 from app.uris import confine
 
@@ -32,6 +33,14 @@ def _limits(spec: JobSpec, settings: Settings) -> list[FieldError]:
     if spec.data.source == "builtin":
         for name in ("n_per_class", "n_val", "n_test"):
             checks.append((f"data.{name}", getattr(spec.data, name), settings.max_n_per_class))
+    else:
+        if spec.data.n_per_class is not None:
+            checks.append(("data.n_per_class", spec.data.n_per_class, settings.max_n_per_class))
+        split = spec.data.split
+        for name in ("train", "val", "test"):
+            value = getattr(split, name) if split is not None else None
+            if isinstance(value, int):
+                checks.append((f"data.split.{name}", value, settings.max_n_per_class))
     return [
         FieldError(field, f"{value} exceeds this server's limit of {limit}")
         for field, value, limit in checks
@@ -43,14 +52,15 @@ def _file_fields(spec: JobSpec) -> list[tuple[str, str, str]]:
     """(dotted field, section, attribute) of every file reference in the spec."""
     fields: list[tuple[str, str, str]] = []
     model, data = spec.model, spec.data
-    if isinstance(model, TorchvisionModel) and model.weights is not None:
+    if isinstance(model, TorchvisionModel) and model.weights is not None and not (
+            WEIGHTS_ENUM.match(model.weights)):  # an enum name is read from the hub cache
         fields.append(("model.weights", "model", "weights"))
     if isinstance(model, TorchscriptModel):
         fields.append(("model.path", "model", "path"))
     if isinstance(data, ImageFolderData):
-        fields += [(f"data.{name}", "data", name) for name in ("train", "val", "test")]
+        fields += [(f"data.{name}", "data", name) for name in ("train", "val", "test", "root")]
     if isinstance(data, TensorsData):
-        fields.append(("data.path", "data", "path"))
+        fields += [("data.path", "data", "path"), ("data.labels", "data", "labels")]
     return fields
 
 

@@ -104,7 +104,8 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
             baselines=search.baselines,
             rgn_profile=profile,
         ))
-        facts = StudyFacts(inputs.baseline(), tuple((g.name, g.num_params) for g in inputs.groups))
+        facts = StudyFacts(inputs.baseline(), tuple((g.name, g.num_params) for g in inputs.groups),
+                           inputs.data_record)
         study.set_user_attr(PLAN_ATTR, plan.inputs.to_attr())
         study.set_user_attr(FACTS_ATTR, facts.to_attr())
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):
@@ -130,6 +131,8 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         batch_size=job.spec.search.batch_size,
         seed=job.spec.seed,
         device=ctx.device,
+        precision=job.spec.search.precision,
+        deterministic=job.spec.search.deterministic,
     )
     objective = make_objective(
         handle.plan.space, setup, worker_id=ctx.worker_id,

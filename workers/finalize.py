@@ -27,10 +27,12 @@ FACTS_ATTR = "facts"
 @dataclass(frozen=True)
 class StudyFacts:
     """What the owner measures once at set-up and the result reports: the untouched model's
-    accuracy and the layer groups with their sizes (input to output)."""
+    accuracy, the layer groups with their sizes (input to output), and what the trials train
+    on (the resolved transform, split sizes, class names; None for built-in data)."""
 
     baseline: Baseline
     groups: tuple[tuple[str, int], ...]
+    data: dict[str, Any] | None = None
 
     def to_attr(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,7 +40,8 @@ class StudyFacts:
     @classmethod
     def from_attr(cls, saved: Mapping[str, Any]) -> StudyFacts:
         return cls(Baseline(**saved["baseline"]),
-                   tuple((str(name), int(size)) for name, size in saved["groups"]))
+                   tuple((str(name), int(size)) for name, size in saved["groups"]),
+                   saved.get("data"))
 
 
 def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
@@ -48,13 +51,14 @@ def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
     notes = list(plan.notes)
     if cancelled:
         notes.append(results.NOTE_CANCELLED)
-    return results.build_result(
+    result = results.build_result(
         study.get_trials(deepcopy=False),
         facts.groups,
         baseline=facts.baseline,
         rgn_profile=plan.inputs.rgn_profile,
         notes=notes,
     )
+    return result.model_copy(update={"data": facts.data})
 
 
 def finalize_job(ctx: WorkerContext, job: ClaimedJob, study: optuna.Study, *,

@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ class JobInputs:
     test: Dataset | None
     description: str
     device: str | None = None
+    data_record: dict[str, Any] | None = None  # the resolved transform, split sizes, classes
     _baseline: Baseline | None = field(default=None, repr=False)
 
     @property
@@ -65,11 +67,13 @@ class JobInputs:
 
 
 def load_inputs(spec: JobSpec, *, data_dir: Path, device: str | None,
-                allowed_factories: list[str] | None = None) -> JobInputs:
-    """Build the model, its layer groups and the three splits a job's trials train on."""
+                allowed_factories: list[str] | None = None, loader_workers: int = 0) -> JobInputs:
+    """Build the model, its layer groups and the three splits a job's trials train on.
+    Image folders are decoded once into ``data_dir/decoded`` (shared by the machine's
+    workers); ``loader_workers`` DataLoader processes stream splits too large for memory."""
     try:
-        model, train, val, test, description = _resolve(
-            spec, data_dir, list(allowed_factories or [])
+        model, train, val, test, description, record = _resolve(
+            spec, data_dir, list(allowed_factories or []), loader_workers
         )
         groups = discover_groups(model, granularity=spec.search.granularity,
                                  custom=spec.search.groups)
@@ -78,13 +82,14 @@ def load_inputs(spec: JobSpec, *, data_dir: Path, device: str | None,
     except Exception as error:
         raise InputError(f"cannot load the job's model or data: {type(error).__name__}: {error}") from error
     model.eval()
-    return JobInputs(model, groups, train, val, test, description, device)
+    return JobInputs(model, groups, train, val, test, description, device, record)
 
 
-def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str]
-             ) -> tuple[nn.Module, Dataset, Dataset, Dataset | None, str]:
-    """(model, train, val, test, description) for a job's references."""
+def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader_workers: int = 0
+             ) -> tuple[nn.Module, Dataset, Dataset, Dataset | None, str, dict[str, Any] | None]:
+    """(model, train, val, test, description, data record) for a job's references."""
     from selector import builtin, load_datasets, load_model
+    from selector.io.inputs import SplitRule
 
     model_ref, data_ref = spec.model, spec.data
     model: nn.Module | None = None
@@ -106,10 +111,20 @@ def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str]
             model=model_ref.name if isinstance(model_ref, BuiltinModel) else None,
         )
         description = f"built-in {case.name}/{case.shift} (severity {case.severity}, {case.kind}-level shift)"
-        return model or case.model, case.train, case.val, case.test, description
+        return model or case.model, case.train, case.val, case.test, description, None
     assert model is not None
-    splits = load_datasets(data_ref.model_dump(mode="json"), num_classes=_num_classes(model))
-    return model, splits.train, splits.val, splits.test, f"{data_ref.source} data"
+    splits = load_datasets(
+        data_ref.model_dump(mode="json", exclude_none=True), num_classes=_num_classes(model),
+        split=SplitRule(seed=spec.seed), model_ref=spec.model.model_dump(mode="json"),
+        cache_dir=data_dir / "decoded", loader_workers=loader_workers,
+    )
+    record = {
+        "transform": splits.transform.record() if splits.transform is not None else None,
+        "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test")
+                  if getattr(splits, name) is not None},
+        "classes": list(splits.classes) if splits.classes else None,
+    }
+    return model, splits.train, splits.val, splits.test, f"{data_ref.source} data", record
 
 
 def _num_classes(model: nn.Module) -> int | None:
@@ -121,8 +136,9 @@ class InputsCache:
     """A bounded, thread-safe LRU of loaded job inputs."""
 
     def __init__(self, data_dir: Path, device: str | None, size: int = 2,
-                 allowed_factories: list[str] | None = None) -> None:
+                 allowed_factories: list[str] | None = None, loader_workers: int = 0) -> None:
         self._data_dir = data_dir
+        self._loader_workers = loader_workers
         self._allowed = list(allowed_factories or [])
         self._device = device
         self._size = size
@@ -140,7 +156,8 @@ class InputsCache:
                 self._items.move_to_end(key)
                 return self._items[key]
         loaded = load_inputs(spec, data_dir=self._data_dir, device=self._device,
-                             allowed_factories=self._allowed)
+                             allowed_factories=self._allowed,
+                             loader_workers=self._loader_workers)
         with self._lock:
             self._items[key] = loaded
             while len(self._items) > self._size:

@@ -78,7 +78,8 @@ def build_context(settings: Settings, *, device: str | None = None, worker_id: s
         artifact_store=artifacts,
         worker_id=worker_id,
         device=device,
-        cache=InputsCache(settings.data_dir, device, allowed_factories=settings.factory_allowlist),
+        cache=InputsCache(settings.data_dir, device, allowed_factories=settings.factory_allowlist,
+                          loader_workers=settings.loader_workers),
     )
 
 

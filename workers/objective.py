@@ -108,6 +108,8 @@ class TrainingSetup:
     batch_size: int
     seed: int
     device: str | None
+    precision: str = "auto"
+    deterministic: bool = False
 
 
 BestHook = Callable[[optuna.Trial, TrialSpec, FinetuneResult], None]
@@ -194,6 +196,8 @@ def run_spec(
         device=setup.device,
         on_epoch=on_epoch,
         groups=list(setup.groups),
+        precision=setup.precision,
+        deterministic=setup.deterministic,
     )
     if spec.method == "surgical":
         return surgical_finetune(

@@ -4,6 +4,7 @@ Import from here (``from app.schemas import JobSpec``); the submodules are an im
 detail. Workers import :class:`JobSpec` to read a claimed job and :class:`JobResult` to write one.
 """
 
+from app.schemas.data_options import SplitSpec, TransformSpec
 from app.schemas.patch import PATCH_FORMAT, PatchManifest
 from app.schemas.resources import (
     ArtifactPublic,
@@ -68,9 +69,11 @@ __all__ = [
     "ProblemFieldError",
     "Recommendation",
     "SearchSpec",
+    "SplitSpec",
     "TensorsData",
     "TorchscriptModel",
     "TorchvisionModel",
+    "TransformSpec",
     "TrialPublic",
     "TrialsPublic",
     "Uri",

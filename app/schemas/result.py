@@ -7,6 +7,8 @@ the store is validated there, so a malformed result never reaches a client.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -82,3 +84,9 @@ class JobResult(_Record):
     rgn_profile: dict[str, float] | None = None
     baseline_val_acc: float | None = None
     notes: list[str] = Field(default_factory=list)
+    data: dict[str, Any] | None = Field(
+        default=None, description="What the trials trained on: the resolved image transform "
+        "(preset, resize, image_size, channels, mean, std), split sizes and class names; null "
+        "for built-in data.", examples=[{"transform": {"preset": "imagenet", "resize": 256,
+                                                       "image_size": [224, 224]},
+                                         "sizes": {"train": 50, "val": 20, "test": 100}}])

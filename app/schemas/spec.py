@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.schemas.data_options import SplitSpec, TransformSpec
 from app.uris import check_uri_syntax
 
 # Every shift name a builtin dataset accepts, with its kind (the paper's three families).
@@ -60,6 +61,21 @@ Uri = Annotated[
     AfterValidator(check_uri_syntax),
     Field(description="file:///abs/path, an absolute path, or an fsspec URI (s3://...)"),
 ]
+WEIGHTS_ENUM = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def _weights_ref(value: str) -> str:
+    """A torchvision weights enum name (``IMAGENET1K_V1``, ``DEFAULT``) or a file URI."""
+    return value if WEIGHTS_ENUM.match(value) else check_uri_syntax(value)
+
+
+WeightsRef = Annotated[
+    str,
+    AfterValidator(_weights_ref),
+    Field(description="a weights file URI, or a torchvision weights enum name such as "
+          "IMAGENET1K_V1 (read from the workers' hub cache, TORCH_HOME)",
+          examples=["file:///data/resnet18.pt", "IMAGENET1K_V1"]),
+]
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
@@ -83,7 +99,7 @@ class TorchvisionModel(_Strict):
 
     source: Literal["torchvision"]
     arch: str = Field(pattern=r"^[a-z][a-z0-9_]*$", examples=["resnet18"])
-    weights: Uri | None = None
+    weights: WeightsRef | None = None
     num_classes: int = Field(ge=1, le=100_000)
 
 
@@ -142,20 +158,60 @@ class BuiltinData(_Strict):
         return value
 
 
-class ImageFolderData(_Strict):
-    """torchvision ImageFolder directories; without ``test`` the test metrics are omitted."""
+class _OwnData(_Strict):
+    """What every user-data source accepts: the transform, and few-shot sampling of train."""
+
+    transform: TransformSpec | None = None
+    n_per_class: int | None = Field(
+        default=None, ge=1, description="keep this many training images per class (seeded, "
+        "stratified): the paper's few-shot regime")
+
+
+class ImageFolderData(_OwnData):
+    """ImageFolder directories (one class folder per class): ``train`` and ``val`` (and
+    ``test``; without it the test metrics are omitted), or one ``root`` cut by ``split``."""
 
     source: Literal["imagefolder"]
-    train: Uri
-    val: Uri
+    train: Uri | None = None
+    val: Uri | None = None
     test: Uri | None = None
+    root: Uri | None = None
+    split: SplitSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> ImageFolderData:
+        if self.root is not None:
+            for name in ("train", "val", "test"):
+                if getattr(self, name) is not None:
+                    raise PydanticCustomError(
+                        "layout", "give either root (with split) or train/val/test directories, "
+                        "not both", {"field": f"data.{name}"})
+            if self.split is None:
+                self.split = SplitSpec(val=0.1, test=0.2)
+            return self
+        for name in ("train", "val"):
+            if getattr(self, name) is None:
+                raise PydanticCustomError(
+                    "layout", "required: give train and val directories, or a root folder and "
+                    "a split", {"field": f"data.{name}"})
+        if self.split is not None:
+            raise PydanticCustomError("layout", "split applies to a root folder; separate "
+                                      "train/val directories are already split",
+                                      {"field": "data.split"})
+        return self
 
 
-class TensorsData(_Strict):
-    """A tensors file (``.pt``, ``.npz``, or CIFAR-10-C ``.npy`` pairs)."""
+class TensorsData(_OwnData):
+    """A tensors file: ``.pt`` / ``.npz`` (images + labels, or per-split keys) or a
+    CIFAR-10-C-style ``.npy`` (``severity`` picks one of its 5 stacked levels; labels from
+    ``labels`` or ``labels.npy`` beside it). A single pool is cut by ``split``."""
 
     source: Literal["tensors"]
     path: Uri
+    labels: Uri | None = None
+    severity: int | None = Field(default=None, ge=1, le=5,
+                                 description="1..5, for a .npy of 5 stacked severities")
+    split: SplitSpec | None = None
 
 
 DataSpec = Annotated[BuiltinData | ImageFolderData | TensorsData, Field(discriminator="source")]
@@ -188,6 +244,11 @@ class SearchSpec(_Strict):
     )
     batch_size: int = Field(default=64, ge=1)
     baselines: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 autocast on CUDA devices that support it, "
+        "else fp16 with a grad scaler; fp32 on CPU")
+    deterministic: bool = Field(
+        default=False, description="keep cudnn.benchmark off (reproducible CUDA kernels)")
 
     @field_validator("lr_max")
     @classmethod
@@ -239,6 +300,7 @@ _EXAMPLE: dict[str, Any] = {
     "search": {
         "strategy": "auto", "max_trials": 12, "epochs": 10, "lr_min": 1e-5, "lr_max": 1e-1,
         "granularity": "stage", "groups": None, "batch_size": 64, "baselines": True,
+        "precision": "auto", "deterministic": False,
     },
     "seed": 0,
 }  # fmt: skip
@@ -256,7 +318,24 @@ class JobSpec(_Strict):
                     "model": {"source": "torchvision", "arch": "resnet18",
                               "weights": "file:///data/resnet18.pt", "num_classes": 10},
                     "data": {"source": "imagefolder", "train": "file:///data/train",
-                             "val": "file:///data/val", "test": None},
+                             "val": "file:///data/val", "test": None,
+                             "transform": {"preset": "imagenet"}},
+                },
+                {
+                    "model": {"source": "torchvision", "arch": "resnet50",
+                              "weights": "IMAGENET1K_V2", "num_classes": 5},
+                    "data": {"source": "imagefolder", "root": "file:///data/photos",
+                             "split": {"train": 25, "val": 10, "test": 50}, "n_per_class": 5,
+                             "transform": {"preset": "weights"}},
+                    "search": {"precision": "auto"},
+                },
+                {
+                    "model": {"source": "torchscript", "path": "file:///data/model.pt"},
+                    "data": {"source": "tensors", "path": "file:///data/CIFAR-10-C/fog.npy",
+                             "labels": "file:///data/CIFAR-10-C/labels.npy", "severity": 5,
+                             "split": {"train": 100, "val": 10, "test": 90},
+                             "transform": {"mean": [0.49, 0.48, 0.45],
+                                           "std": [0.25, 0.24, 0.26]}},
                 },
             ]
         },
@@ -266,6 +345,23 @@ class JobSpec(_Strict):
     data: DataSpec
     search: SearchSpec = Field(default_factory=SearchSpec)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _weights_preset_needs_an_enum(self) -> JobSpec:
+        """``transform.preset: "weights"`` reads the torchvision weights enum the model names."""
+        transform = getattr(self.data, "transform", None)
+        if transform is None or transform.preset != "weights":
+            return self
+        model = self.model
+        if not (isinstance(model, TorchvisionModel) and model.weights
+                and WEIGHTS_ENUM.match(model.weights)):
+            raise PydanticCustomError(
+                "weights_preset",
+                'preset "weights" needs a torchvision model whose weights name a torchvision '
+                'weights enum (e.g. "IMAGENET1K_V1"); use "imagenet" or explicit values',
+                {"field": "data.transform.preset"},
+            )
+        return self
 
     @model_validator(mode="after")
     def _builtin_model_fits_the_shift(self) -> JobSpec:

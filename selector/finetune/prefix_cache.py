@@ -119,6 +119,8 @@ def build_prefix_cache(
     """Find an entry, verify it, and capture every split's entry inputs. Returns the installed
     cache and the splits whose images are replaced by entry inputs, or None (train uncached).
     ``model`` must be in eval mode and is modified in place until ``PrefixCache.close()``."""
+    if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: train uncached
+        return None
     train = splits["train"]
     probe_x, _ = train.batch(torch.arange(min(_PROBE_SIZE, train.n)))
     with torch.no_grad():

@@ -109,7 +109,7 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
     config.validate()
     device = resolve_device(config.device)
     splits = _make_splits(train, val, test, device)
-    work = copy.deepcopy(model).to(device)
+    work = fresh_copy(model).to(device)
     trainable = policy.trainable_names()
     set_trainable(work, trainable)
     work.eval()
@@ -307,6 +307,23 @@ def check_model_accepts(model: nn.Module, splits: dict[str, SplitData], probe: s
                         "return (batch, num_classes) logits")
     for split in splits.values():
         split.check_labels(logits.shape[1])
+
+
+def fresh_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with leaf parameters. ``copy.deepcopy`` of a loaded TorchScript module gives
+    parameters that are not leaves (no optimizer takes them), so those round-trip through
+    ``torch.jit.save``/``load`` instead."""
+    if isinstance(model, torch.jit.ScriptModule):
+        import io
+        import warnings
+
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():  # torch deprecates TorchScript; we still read it
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(model, buffer)
+            buffer.seek(0)
+            return torch.jit.load(buffer, map_location="cpu")  # keeps each module's mode
+    return copy.deepcopy(model)
 
 
 def _cuda_indices(device: torch.device) -> list[int]:
