@@ -1,7 +1,7 @@
 """The parts of a ``data`` object that describe a user's own data: the image transform and the
 split rule (``data.transform``, ``data.split``).
 
-The same rules are enforced again by ``selector.transforms`` / ``selector.data_spec`` when a
+The same rules are enforced again by ``selector.io.transforms`` / ``selector.io.data_spec`` when a
 worker resolves them (the library is also used without the API); ``tests/app/test_own_data_spec``
 pins that both sides accept and refuse the same values. Validators are written by hand where a
 pydantic union would report its errors under opaque member names instead of the field's.

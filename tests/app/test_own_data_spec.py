@@ -110,7 +110,7 @@ def test_the_selector_refuses_what_the_api_refuses(transform: dict[str, Any]) ->
     from pydantic import ValidationError
 
     from selector import ConfigError
-    from selector.transforms import resolve_transform
+    from selector.io.transforms import resolve_transform
 
     with pytest.raises(ValidationError):
         JobSpec.model_validate({"model": TV, "data": {"source": "tensors", "path": "/d/x.pt",
