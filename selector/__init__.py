@@ -3,6 +3,7 @@
 Importing :mod:`selector` loads torch and torchvision but nothing heavier (no matplotlib).
 """
 
+from selector.diagnosis import ShiftDiagnosis, diagnose_shift
 from selector.errors import (
     CheckpointMismatchError,
     ConfigError,
@@ -44,8 +45,10 @@ __all__ = [
     "MissingFileError",
     "ModelLoadError",
     "SelectorError",
+    "ShiftDiagnosis",
     "auto_rgn_finetune",
     "auto_snr_finetune",
+    "diagnose_shift",
     "discover_groups",
     "evaluate",
     "format_groups_table",

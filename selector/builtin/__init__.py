@@ -8,6 +8,7 @@ from selector.builtin.case import Case, load_case
 from selector.builtin.corruptions import CORRUPTIONS, MNIST_C, corrupt
 from selector.builtin.errors import BuiltinError, UnknownChoiceError
 from selector.builtin.grid import save_shift_grid
+from selector.builtin.reference import source_reference
 from selector.builtin.shifts import list_shifts, recommended_severity
 from selector.builtin.sources import SOURCES, load_source_model
 
@@ -24,4 +25,5 @@ __all__ = [
     "load_source_model",
     "recommended_severity",
     "save_shift_grid",
+    "source_reference",
 ]

@@ -16,6 +16,7 @@ def test_public_names() -> None:
         "SelectorError", "ConfigError", "GroupSpecError", "ModelLoadError",
         "CheckpointMismatchError", "FactoryNotAllowedError", "DataError", "EmptySplitError",
         "LabelRangeError", "ImageShapeError", "MissingFileError",
+        "diagnose_shift", "ShiftDiagnosis",
     }
     for name in selector.__all__:
         assert getattr(selector, name).__module__.startswith("selector.")

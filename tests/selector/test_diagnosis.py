@@ -1,0 +1,161 @@
+"""diagnose_shift: no side effects, and the three shift kinds on tiny models trained here.
+
+The models are trained in the test (real digits, a few seconds): a tiny ResNet whose BatchNorm
+running statistics describe clean 8x8 digits. The shifts are applied to held-out digits.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from selector import ShiftDiagnosis, diagnose_shift, discover_groups, surgical_finetune
+from selector.cifar_resnet import CifarResNet
+
+
+@pytest.fixture(scope="module")
+def trained(digits) -> nn.Module:
+    """A tiny ResNet trained on 800 clean digits, BatchNorm in train mode so its running
+    statistics are the clean data's."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x, y = digits
+    model = CifarResNet(depth=8, widths=(4, 8, 16), in_channels=1).eval()
+    result = surgical_finetune(model, "all", TensorDataset(x[:800], y[:800]),
+                               TensorDataset(x[1000:1100], y[1000:1100]), lr=1e-2, epochs=4,
+                               batch_size=32, bn_mode="train", seed=0)
+    model.load_state_dict(result.state_dict)
+    assert result.best_val_acc > 0.85
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def held_out(digits) -> tuple[TensorDataset, TensorDataset]:
+    """(target candidates, clean source reference): disjoint held-out digits."""
+    x, y = digits
+    return TensorDataset(x[1100:1400], y[1100:1400]), TensorDataset(x[1400:1700], y[1400:1700])
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_no_parameter_or_buffer_changes(trained, held_out) -> None:
+    model = copy.deepcopy(trained)
+    model.train()  # the caller's flags come back as they were
+    model.layer2.eval()
+    before = snapshot(model)
+    target, source = held_out
+    diagnosis = diagnose_shift(model, target, source=source)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), f"{key} changed"
+        assert value.dtype == after[key].dtype
+    assert model.training and not model.layer2.training and model.layer1.training
+    assert not model._forward_pre_hooks and all(not m._forward_pre_hooks for m in model.modules())
+    assert diagnosis.forward_passes == 2 and diagnosis.examples == len(target)
+
+
+def test_clean_data_is_no_shift(trained, held_out) -> None:
+    target, source = held_out
+    diagnosis = diagnose_shift(trained, target, source=source)
+    assert diagnosis.kind == "none", diagnosis.explanation
+    assert not any(g.exceeds for g in diagnosis.groups)
+
+
+@pytest.mark.parametrize("with_source", [True, False])
+def test_input_statistics_shift_is_input(trained, held_out, with_source: bool) -> None:
+    target, source = held_out
+    x, y = target.tensors
+    noisy = x + 0.6 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    diagnosis = diagnose_shift(trained, TensorDataset(noisy, y),
+                               source=source if with_source else None)
+    assert diagnosis.kind == "input", diagnosis.explanation
+    assert diagnosis.ranking[0] == "block1"
+    assert diagnosis.groups[0].exceeds and diagnosis.groups[0].ratio > 2
+    assert diagnosis.null == ("source-bootstrap" if with_source else "analytic")
+    assert 0.5 <= diagnosis.confidence <= 1.0
+    assert "block1" in diagnosis.explanation
+
+
+def test_label_permutation_is_output(trained, held_out) -> None:
+    target, source = held_out
+    x, y = target.tensors
+    permutation = torch.tensor([3, 7, 0, 9, 1, 8, 2, 5, 4, 6])
+    diagnosis = diagnose_shift(trained, TensorDataset(x, permutation[y]), source=source)
+    assert diagnosis.kind == "output", diagnosis.explanation
+    assert diagnosis.ranking[0] == "head"
+    assert diagnosis.labels.accuracy is not None and diagnosis.labels.accuracy < 0.2
+    assert diagnosis.labels.confidently_wrong
+    assert not any(g.exceeds for g in diagnosis.groups)
+
+
+def test_max_examples_and_report_shape(trained, held_out) -> None:
+    target, source = held_out
+    diagnosis = diagnose_shift(trained, target, source=source, max_examples=64)
+    assert diagnosis.examples == 64 and diagnosis.source_examples == 64
+    names = [g.name for g in discover_groups(trained)]
+    assert set(diagnosis.ranking) == {*names, "all"} and len(diagnosis.ranking) == len(names) + 1
+    assert list(diagnosis.divergence) == names
+    assert list(diagnosis.layer_divergence)[0] == "bn1"  # forward order: the stem first
+    data = diagnosis.to_dict()
+    assert data["kind"] == diagnosis.kind and isinstance(data["groups"][0]["layers"], list)
+
+
+class GroupNormNet(nn.Module):
+    """No running statistics anywhere: GroupNorm and LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm(self.conv(x))).mean((2, 3))
+        return self.fc(self.ln(h))
+
+
+def test_model_without_running_statistics(held_out) -> None:
+    torch.manual_seed(0)
+    model = GroupNormNet().eval()
+    target, source = held_out
+    missing = diagnose_shift(model, target)
+    assert missing.kind == "unavailable" and "source" in (missing.reason or "")
+    assert missing.groups == () and missing.explanation.startswith("No diagnosis")
+    x, y = target.tensors
+    shifted = diagnose_shift(model, TensorDataset(x * 3 + 1, y), source=source)
+    assert shifted.null == "source-two-sample" and shifted.kind == "input", shifted.explanation
+    clean = diagnose_shift(model, target, source=source)
+    assert not any(g.exceeds for g in clean.groups)
+
+
+def test_builtin_input_shift(builtin_data_dir) -> None:
+    from selector.builtin import load_case
+    from selector.builtin import source_reference
+
+    torch.set_num_threads(1)
+    case = load_case(shift="impulse_noise", severity=None, n_per_class=10, data_dir=builtin_data_dir)
+    diagnosis = diagnose_shift(case.model, case.train,
+                               source=source_reference("impulse_noise", n_per_class=10))
+    assert isinstance(diagnosis, ShiftDiagnosis)
+    assert diagnosis.kind == "input" and diagnosis.ranking[0] == "block1", diagnosis.explanation
+
+
+@pytest.mark.parametrize("shift", ["impulse_noise", "label_flip", "subpopulation", "spurious"])
+def test_builtin_source_reference_is_disjoint_from_training(shift: str) -> None:
+    from selector.builtin import source_reference
+    from selector.builtin.shifts import target_splits
+
+    splits = target_splits(shift, None, seed=1, n_per_class=10, n_val=5, n_test=5)
+    reference = source_reference(shift, seed=1, n_per_class=10, n_val=5, n_test=5)
+    assert len(reference) == len(splits.train)
+    train = {tuple(row.flatten().tolist()[:400]) for row in splits.train.tensors[0]}
+    if shift in ("label_flip", "subpopulation", "spurious"):  # clean (or patched) digits
+        assert not train & {tuple(row.flatten().tolist()[:400]) for row in reference.tensors[0]}
