@@ -1,7 +1,7 @@
 """Shift diagnosis: which layers to tune, from one forward pass and no training (issue 12)."""
 
 from selector.diagnosis.diagnose import diagnose_shift
-from selector.diagnosis.result import (
+from selector.diagnosis.findings import (
     KINDS,
     GroupDivergence,
     LabelSignals,

@@ -17,17 +17,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from selector.diagnosis.divergence import analytic_null, bootstrap_weights, layer_values, sym_kl
+from selector.diagnosis.findings import (
+    GroupDivergence,
+    LabelSignals,
+    LayerDivergence,
+    ShiftDiagnosis,
+)
 from selector.diagnosis.moments import PassRecord, record_pass, running_stats_layers, subsample
-from selector.diagnosis.result import GroupDivergence, LabelSignals, LayerDivergence, ShiftDiagnosis
 from selector.diagnosis.rule import LABEL_Z, NULL_QUANTILE, RATIO_FLOOR, decide, explain, rank_parts
-from selector.groups import LayerGroup, discover_groups
-from selector.module_types import is_normalisation
+from selector.layers.groups import LayerGroup, discover_groups
+from selector.layers.module_types import is_normalisation
 
 __all__ = ["diagnose_shift"]
 
@@ -90,33 +96,18 @@ def diagnose_shift(model: nn.Module, data: Dataset, *, groups: Sequence[LayerGro
 
     layer_group = _layer_groups(target.order, groups)
     t_weights = bootstrap_weights(target.chunk_size, target.n, replicates, gen)
-    if null == "source-two-sample":
-        assert src is not None
-        s1 = bootstrap_weights(src.chunk_size, target.n, replicates, gen)
-        s2 = bootstrap_weights(src.chunk_size, src.n, replicates, gen)
-    else:
-        s1 = (bootstrap_weights(src.chunk_size, target.n, replicates, gen)
-              if src is not None else None)
+    s_weights: tuple[Tensor, Tensor | None] | None = None
+    if src is not None:  # pseudo-targets of the target's size (and pseudo-sources of the source's)
+        s_weights = (bootstrap_weights(src.chunk_size, target.n, replicates, gen),
+                     bootstrap_weights(src.chunk_size, src.n, replicates, gen)
+                     if null == "source-two-sample" else None)
     observed: dict[str, float] = {}
     null_draws: dict[str, Tensor] = {}
     target_draws: dict[str, Tensor] = {}
     for name in target.order:
-        module = watched[name]
-        eps = float(getattr(module, "eps", 1e-5))
-        moments = target.layers[name]
-        if null == "source-two-sample":
-            assert src is not None
-            ref_mean, ref_var = src.layers[name].moments()
-            m1, v1 = src.layers[name].moments(s1)
-            m2, v2 = src.layers[name].moments(s2)
-            null_draws[name] = sym_kl(m1, v1, m2, v2, eps)
-        else:
-            ref_mean, ref_var = module.running_mean.detach().cpu(), module.running_var.detach().cpu()
-            null_draws[name] = (layer_values(src.layers[name], s1, ref_mean, ref_var, eps)
-                                if src is not None and s1 is not None else
-                                analytic_null(ref_mean, ref_var, eps, target.n, replicates, gen))
-        observed[name] = float(layer_values(moments, None, ref_mean, ref_var, eps))
-        target_draws[name] = layer_values(moments, t_weights, ref_mean, ref_var, eps)
+        value, null_draws[name], target_draws[name] = _layer_statistics(
+            name, watched[name], target, src, s_weights, t_weights, gen)
+        observed[name] = value
 
     results: list[GroupDivergence] = []
     group_null: list[Tensor] = []
@@ -169,6 +160,29 @@ def diagnose_shift(model: nn.Module, data: Dataset, *, groups: Sequence[LayerGro
                              if decisive and decisive.null_mean > 0 else None),
             reference=reference, previous=previous, accuracy=labels.accuracy,
             confidence=labels.confidence, null=null, reason=None))
+
+
+def _layer_statistics(name: str, module: nn.Module, target: PassRecord, src: PassRecord | None,
+                      s_weights: tuple[Tensor, Tensor | None] | None, t_weights: Tensor,
+                      gen: torch.Generator) -> tuple[float, Tensor, Tensor]:
+    """(observed value, null draws, target bootstrap draws) of one watched layer."""
+    eps = float(getattr(module, "eps", 1e-5))
+    moments = target.layers[name]
+    replicates = len(t_weights)
+    if src is not None and s_weights is not None and s_weights[1] is not None:
+        # no running statistics: the reference is the source sample itself
+        ref_mean, ref_var = src.layers[name].moments()
+        m1, v1 = src.layers[name].moments(s_weights[0])
+        m2, v2 = src.layers[name].moments(s_weights[1])
+        null = sym_kl(m1, v1, m2, v2, eps)
+    else:
+        ref_mean = cast(Tensor, module.running_mean).detach().cpu()
+        ref_var = cast(Tensor, module.running_var).detach().cpu()
+        null = (layer_values(src.layers[name], s_weights[0], ref_mean, ref_var, eps)
+                if src is not None and s_weights is not None else
+                analytic_null(ref_mean, ref_var, eps, target.n, replicates, gen))
+    value = float(layer_values(moments, None, ref_mean, ref_var, eps))
+    return value, null, layer_values(moments, t_weights, ref_mean, ref_var, eps)
 
 
 def _layer_groups(layers: Sequence[str], groups: Sequence[LayerGroup]) -> dict[str, str]:

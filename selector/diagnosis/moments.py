@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from selector.data import SplitData
+from selector.finetune.batches import SplitData
 
 __all__ = ["ChunkMoments", "PassRecord", "record_pass", "running_stats_layers", "subsample"]
 

@@ -30,7 +30,7 @@ def decide(names: Sequence[str], exceeds: Sequence[bool], watched: Sequence[bool
            confidently_wrong: bool, head: str) -> tuple[str, str, str | None]:
     """(kind, top part, earliest exceeding group or None) from the per-group tests."""
     first_watched = next((i for i, w in enumerate(watched) if w), None)
-    earliest = next((i for i, (e, w) in enumerate(zip(exceeds, watched)) if e and w), None)
+    earliest = next((i for i, (e, w) in enumerate(zip(exceeds, watched, strict=True)) if e and w), None)
     if earliest is not None:
         if earliest == first_watched:
             return "input", names[0], names[earliest]

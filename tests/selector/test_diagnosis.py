@@ -137,8 +137,7 @@ def test_model_without_running_statistics(held_out) -> None:
 
 
 def test_builtin_input_shift(builtin_data_dir) -> None:
-    from selector.builtin import load_case
-    from selector.builtin import source_reference
+    from selector.builtin import load_case, source_reference
 
     torch.set_num_threads(1)
     case = load_case(shift="impulse_noise", severity=None, n_per_class=10, data_dir=builtin_data_dir)
