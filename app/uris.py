@@ -27,7 +27,11 @@ def _fsspec_protocols() -> frozenset[str]:
 
 
 def local_path(uri: str) -> Path | None:
-    """The unresolved local path a reference names, or None for a remote URI."""
+    """The unresolved local path a reference names, or None for a remote URI.
+
+    The engine reads references with the same rule (``selector.io.models_io.local_path``, which
+    raises where this returns None); ``tests/test_contracts.py`` pins both to one table.
+    """
     if uri.startswith("/"):
         return Path(uri)
     parts = urlsplit(uri)

@@ -64,8 +64,16 @@ def _file_fields(spec: JobSpec) -> list[tuple[str, str, str]]:
     return fields
 
 
-def _allowed_factory(module: str, allowlist: list[str]) -> bool:
-    return any(module == prefix or module.startswith(prefix + ".") for prefix in allowlist)
+def factory_allowed(module: str, prefixes: list[str]) -> bool:
+    """True when ``module`` is one of the dotted ``prefixes`` or inside one; a trailing dot
+    (``"mypkg."``) means the same as none. The workers' copy of this rule is
+    ``selector.io.models_io.factory_allowed`` (selector cannot import app);
+    ``tests/test_contracts.py`` pins both to one table."""
+    for prefix in prefixes:
+        prefix = prefix.rstrip(".")
+        if prefix and (module == prefix or module.startswith(prefix + ".")):
+            return True
+    return False
 
 
 def check_spec(spec: JobSpec, settings: Settings) -> JobSpec:
@@ -76,7 +84,7 @@ def check_spec(spec: JobSpec, settings: Settings) -> JobSpec:
     """
     errors = _limits(spec, settings)
     model = spec.model
-    if isinstance(model, FactoryModel) and not _allowed_factory(
+    if isinstance(model, FactoryModel) and not factory_allowed(
         model.module, settings.factory_allowlist
     ):
         errors.append(

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from app.schemas import BuiltinData, BuiltinModel, JobSpec
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
 from selector.finetune.rgn import group_profile, rgn_weights
+from selector.io.models_io import classifier_width
 from workers.results import Baseline
 
 
@@ -114,7 +115,7 @@ def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader
         return model or case.model, case.train, case.val, case.test, description, None
     assert model is not None
     splits = load_datasets(
-        data_ref.model_dump(mode="json", exclude_none=True), num_classes=_num_classes(model),
+        data_ref.model_dump(mode="json", exclude_none=True), num_classes=classifier_width(model),
         split=SplitRule(seed=spec.seed), model_ref=spec.model.model_dump(mode="json"),
         cache_dir=data_dir / "decoded", loader_workers=loader_workers,
     )
@@ -125,11 +126,6 @@ def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader
         "classes": list(splits.classes) if splits.classes else None,
     }
     return model, splits.train, splits.val, splits.test, f"{data_ref.source} data", record
-
-
-def _num_classes(model: nn.Module) -> int | None:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return last[-1].out_features if last else None
 
 
 class InputsCache:

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,8 @@ from selector.errors import (
 
 __all__ = [
     "build_torchvision",
+    "classifier_width",
+    "factory_allowed",
     "load_hub_weights",
     "load_model",
     "load_state_dict_file",
@@ -190,9 +192,7 @@ def load_factory(target: str, kwargs: Mapping[str, Any] | None = None,
     """Import ``pkg.module`` and call ``function(**kwargs)``."""
     target = ALIASES.get(target, target)
     module_name, _, attr = target.partition(":")
-    if allowed_prefixes is not None and not any(
-            module_name == p or module_name.startswith(p.rstrip(".") + ".")
-            for p in allowed_prefixes):
+    if allowed_prefixes is not None and not factory_allowed(module_name, allowed_prefixes):
         raise FactoryNotAllowedError(
             f"factory {target!r} is outside the allowed module prefixes {list(allowed_prefixes)}")
     try:
@@ -205,6 +205,18 @@ def load_factory(target: str, kwargs: Mapping[str, Any] | None = None,
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"factory {target!r} returned {type(model).__name__}, not a module")
     return model.eval()
+
+
+def factory_allowed(module: str, prefixes: Sequence[str]) -> bool:
+    """True when ``module`` is one of the dotted ``prefixes`` or inside one; a trailing dot
+    (``"mypkg."``) means the same as none. The API checks jobs with the same rule
+    (``app.validation.factory_allowed``; app cannot import selector); ``tests/test_contracts.py``
+    pins both to one table."""
+    for prefix in prefixes:
+        prefix = prefix.rstrip(".")
+        if prefix and (module == prefix or module.startswith(prefix + ".")):
+            return True
+    return False
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
@@ -258,14 +270,23 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
+#: URI schemes that name a local file; the API reads references by the same table
+#: (``app.uris.LOCAL_SCHEMES``), pinned by ``tests/test_contracts.py``.
+LOCAL_SCHEMES = ("file", "local")
+
+
 def local_path(uri: str | Path) -> Path:
-    """A local path from a path or a ``file://`` URI (other schemes are refused)."""
+    """The local file a path or a ``file://`` (``local://``) URI names.
+
+    The same reading as the API's ``app.uris.local_path`` (which returns None where this raises:
+    the engine opens local files only; remote URIs raise :class:`ModelLoadError`).
+    """
     text = str(uri)
-    if "://" in text:
-        parsed = urlparse(text)
-        if parsed.scheme != "file":
-            raise ModelLoadError(f"only local files are supported, got {text!r}")
+    parsed = urlsplit(text)
+    if parsed.scheme in LOCAL_SCHEMES:
         return Path(unquote(parsed.path))
+    if "://" in text:
+        raise ModelLoadError(f"only local files are supported, got {text!r}")
     return Path(text).expanduser()
 
 
@@ -283,6 +304,13 @@ def _from_mapping(ref: Mapping[str, Any], allowed: Sequence[str] | None) -> nn.M
         return builtin.load_source_model(ref["name"], data_dir=ref.get("data_dir")).eval()
     raise ModelLoadError(f"unknown model source {source!r}: expected torchvision, torchscript, "
                          "factory or builtin")
+
+
+def classifier_width(model: nn.Module) -> int | None:
+    """The class count a model predicts: the output width of the last module holding
+    parameters (the rule :func:`replace_head` and checkpoint reading use); None when that
+    module is neither linear nor convolutional."""
+    return _final_layer(model)[2]
 
 
 def _final_layer(model: nn.Module) -> tuple[str, nn.Module, int | None]:
