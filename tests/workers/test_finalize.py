@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from app import trial_attrs as attrs
-from app.client import PatchMismatch, apply_patch
+from app.client import PatchMismatchError, apply_patch
 from app.schemas import PATCH_FORMAT, JobResult, JobSpec, PatchManifest
 from selector import FinetuneResult
 from tests.workers.trial_records import GROUPS, NAMES, failed, pruned, trial
@@ -125,7 +125,7 @@ def test_apply_patch_refuses_another_format(tmp_path: Path):
 
     path = tmp_path / "other.safetensors"
     save_file({"0.bias": torch.zeros(2)}, str(path), metadata={"format": "someone-else/3"})
-    with pytest.raises(PatchMismatch, match="someone-else/3"):
+    with pytest.raises(PatchMismatchError, match="someone-else/3"):
         apply_patch(nn.Sequential(nn.Linear(2, 2)), path)
 
 
