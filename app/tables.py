@@ -14,18 +14,31 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _val(value: float, se: float | None) -> str:
+    return _pct(value) if se is None else f"{100 * value:.1f} ± {100 * se:.1f}"
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "")
+
+
 def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
-    """The paper's table for one job: each tuned part at its validation-selected learning rate."""
+    """The paper's table for one job: each tuned part at its validation-selected learning rate,
+    its validation accuracy ± one standard error, whether it lies within one standard error of
+    the best (the band the recommendation is chosen from) and on the Pareto front."""
     table = Table(title=title)
-    for column in ("tuned part", "method", "lr", "val acc %", "test acc %", "tuned params %", "epoch"):
+    columns = ("tuned part", "method", "lr", "val acc % ± SE", "test acc %", "tuned params %",
+               "epoch", "in band", "Pareto")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("tuned part", "method") else "right",
                          no_wrap=column == "tuned part")
     best = result.recommendation
     for row in result.leaderboard:
         mark = " *" if best is not None and (row.label, row.lr) == (best.label, best.lr) else ""
         table.add_row(
-            row.label + mark, row.method, "—" if row.lr is None else f"{row.lr:g}", _pct(row.val_acc),
-            _pct(row.test_acc), _pct(row.tuned_share), str(row.best_epoch),
+            row.label + mark, row.method, "—" if row.lr is None else f"{row.lr:g}",
+            _val(row.val_acc, row.val_se), _pct(row.test_acc), _pct(row.tuned_share),
+            str(row.best_epoch), _flag(row.within_band), _flag(row.pareto),
         )
     if best is None:
         table.caption = "no recommendation: no trial completed (see the result's notes)"
@@ -35,6 +48,8 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
             f"* recommended: tune {', '.join(best.groups) or best.label} at lr {lr} "
             f"({_pct(best.tuned_share)}% of parameters)"
         )
+        if result.selection is not None:
+            table.caption += f"\nwhy: {result.selection.reason}"
     return table
 
 

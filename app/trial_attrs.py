@@ -10,6 +10,7 @@ GROUPS = "groups"                  # list[str]: tuned layer groups, input -> out
 LR = "lr"                          # float: base learning rate
 VAL_ACC_PER_EPOCH = "val_acc_per_epoch"   # list[float], epoch 1..E
 BEST_EPOCH = "best_epoch"          # int, 1-based, chosen by validation accuracy
+N_VAL = "n_val"                    # int: validation examples (the standard error's n)
 TEST_ACC = "test_acc"              # float | None: test accuracy at best_epoch
 TUNED_PARAMS = "tuned_params"      # int
 TUNED_SHARE = "tuned_share"        # float in [0, 1]

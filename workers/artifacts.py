@@ -91,14 +91,16 @@ def patch_manifest(job: ClaimedJob, trial_number: int, spec: TrialSpec, groups: 
 
 
 def keep_if_best(artifact_store: Any, job: ClaimedJob, pretrained: nn.Module) -> BestHook:
-    """A hook for the objective: upload the weights of a trial that beats every completed
-    trial so far (by :func:`workers.results.merit`)."""
+    """A hook for the objective: upload the weights of a trial that may be recommended, now or
+    later (:func:`workers.results.may_be_recommended` under the job's ``search.prefer``)."""
+    prefer = job.spec.search.prefer
 
     def hook(trial: optuna.Trial, spec: TrialSpec, result: FinetuneResult) -> None:
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        best = max((results.trial_merit(t) for t in done if t.value is not None), default=None)
-        if best is not None and results.merit(result.best_val_acc, result.tuned_params) <= best:
-            return  # an earlier trial ranks at least as high: it holds the weights
+        n_val = trial.user_attrs.get(attrs.N_VAL)
+        if not results.may_be_recommended(done, result.best_val_acc, result.tuned_params,
+                                          n_val, prefer):
+            return  # outside the band of the best so far: it can never be recommended
         patch = diff_state_dict(pretrained.state_dict(), result.state_dict)
         groups = list(trial.user_attrs.get(attrs.GROUPS, spec.groups))
         manifest = patch_manifest(job, trial.number, spec, groups, result, list(patch))
@@ -125,7 +127,10 @@ def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
     """Upload the plots and the result document, and reference the best trial's files; the
     records to list on the job row. ``title`` heads the accuracy plot."""
     trials = study.get_trials(deepcopy=False)
-    records = _best_trial_records(artifact_store, results.best_trial(trials))
+    picked = result.recommendation
+    chosen = None if picked is None else next(
+        (t for t in trials if t.number == picked.trial_number), None)
+    records = _best_trial_records(artifact_store, chosen)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
 
@@ -144,6 +149,9 @@ def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
                 PNG, "Auto-RGN weight per layer group")
         add(plots.plot_search_history(folder / "search_history.png", trials),
             PNG, "validation accuracy of every trial, with the best so far")
+        if result.selection is not None:
+            add(plots.plot_selection(folder / "selection.png", result),
+                PNG, "validation accuracy against tuned share: the one-SE band and Pareto front")
         result_path = folder / "result.json"
         result_path.write_text(result.model_dump_json(indent=2))
         add(result_path, JSON, "the recommendation and the leaderboard")

@@ -103,6 +103,7 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
             epochs=search.epochs,
             baselines=search.baselines,
             rgn_profile=profile,
+            prefer=search.prefer,
         ))
         facts = StudyFacts(inputs.baseline(), tuple((g.name, g.num_params) for g in inputs.groups),
                            inputs.data_record)
@@ -138,7 +139,7 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         handle.plan.space, setup, worker_id=ctx.worker_id,
         on_result=keep_if_best(ctx.artifact_store, job, inputs.model),
     )
-    progress_cb = _progress_callback(ctx, job.id, budget)
+    progress_cb = _progress_callback(ctx, job.id, budget, handle.plan.inputs.prefer)
     while True:
         if ctx.stop.is_set() or ctx.job_lost.is_set():
             return "stopping"
@@ -155,9 +156,10 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
             raise JobFailed(verdict)
 
 
-def _progress_callback(ctx: WorkerContext, job_id: str, budget: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+def _progress_callback(ctx: WorkerContext, job_id: str, budget: int,
+                       prefer: str) -> Callable[[optuna.Study, FrozenTrial], None]:
     def callback(study: optuna.Study, _trial: FrozenTrial) -> None:
-        progress = results.progress(study.get_trials(deepcopy=False), budget)
+        progress = results.progress(study.get_trials(deepcopy=False), budget, prefer)
         with ctx.session() as session:
             store.update_progress(session, job_id, progress)
 

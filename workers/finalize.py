@@ -57,6 +57,7 @@ def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
         baseline=facts.baseline,
         rgn_profile=plan.inputs.rgn_profile,
         notes=notes,
+        prefer=plan.inputs.prefer,
     )
     return result.model_copy(update={"data": facts.data})
 

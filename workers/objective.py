@@ -138,6 +138,7 @@ def make_objective(
         trial.set_user_attr(attrs.LR, spec.lr)
         trial.set_user_attr(attrs.WORKER, worker_id)
         trial.set_user_attr(attrs.DEVICE, setup.device or "auto")
+        trial.set_user_attr(attrs.N_VAL, len(setup.val))  # type: ignore[arg-type]
         history: list[float] = []
 
         def on_epoch(metrics: EpochMetrics) -> bool:

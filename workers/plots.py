@@ -4,6 +4,8 @@
   learning rate, with no fine-tuning and full fine-tuning as reference lines (the paper's Fig. 2).
 * ``auto_rgn_profile.png`` — Auto-RGN's mean normalised relative gradient norm per layer group.
 * ``search_history.png`` — validation accuracy of every trial in order, with the best so far.
+* ``selection.png`` — validation accuracy (± one standard error) against the tuned share of
+  parameters: the band the recommendation is chosen from, the Pareto front, the recommendation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
-from app.schemas import LeaderboardRow
+from app.schemas import JobResult, LeaderboardRow
 
 
 def _pyplot():
@@ -101,6 +103,48 @@ def plot_search_history(path: Path, trials: Sequence[FrozenTrial]) -> Path:
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Search history")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_selection(path: Path, result: JobResult) -> Path:
+    """Each leaderboard row at (tuned share, val accuracy) with its standard error; the shaded
+    band is ``[best - SE, best]``, the line the Pareto front, the star the recommendation."""
+    plt = _pyplot()
+    selection, pick = result.selection, result.recommendation
+    rows = [r for r in result.leaderboard if r.method != "none" and r.tuned_share is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    if selection is not None:
+        ax.axhspan(100 * selection.band_low, 100 * selection.best_val_acc, color="#fdd0a2",
+                   alpha=0.6, lw=0, label="within one SE of the best")
+    for row in rows:
+        colour = "#e6550d" if row.within_band else "#3182bd"
+        ax.errorbar(100 * (row.tuned_share or 0), 100 * row.val_acc,
+                    yerr=None if row.val_se is None else 100 * row.val_se,
+                    fmt="o", color=colour, ms=5, capsize=3)
+        ax.annotate(row.label, (100 * (row.tuned_share or 0), 100 * row.val_acc), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    front = sorted((r for r in rows if r.pareto), key=lambda r: r.tuned_share or 0)
+    if front:
+        ax.step([100 * (r.tuned_share or 0) for r in front], [100 * r.val_acc for r in front],
+                where="post", color="black", lw=1, label="Pareto front")
+    if pick is not None:
+        ax.scatter([100 * (pick.tuned_share or 0)], [100 * pick.val_acc], marker="*", s=220,
+                   facecolor="none", edgecolor="black", lw=1.2, label=f"recommended: {pick.label}",
+                   zorder=5)
+    baseline = next((r for r in result.leaderboard if r.method == "none"), None)
+    if baseline is not None:
+        ax.axhline(100 * baseline.val_acc, color="grey", ls=":", label="no fine-tuning (val)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(0, 160)
+    ax.set_xlabel("tuned parameters (% of the model, symlog)")
+    ax.set_ylabel("validation accuracy (%)")
+    rule = "fewest tuned within one SE" if selection is None or selection.rule == "parsimony" \
+        else "best validation accuracy"
+    ax.set_title(f"Recommendation: {rule}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")

@@ -53,6 +53,8 @@ class PlanInputs:
     epochs: int
     baselines: bool = True
     rgn_profile: dict[str, float] | None = None
+    #: The recommendation rule (``search.prefer``): ``workers.results.PREFER``.
+    prefer: str = "parsimony"
 
     def to_attr(self) -> dict[str, Any]:
         """JSON-ready form for ``study.set_user_attr(PLAN_ATTR, ...)``."""

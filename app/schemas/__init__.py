@@ -21,7 +21,7 @@ from app.schemas.resources import (
     TrialPublic,
     TrialsPublic,
 )
-from app.schemas.result import GroupInfo, JobResult, LeaderboardRow, Recommendation
+from app.schemas.result import GroupInfo, JobResult, LeaderboardRow, Recommendation, Selection
 from app.schemas.spec import (
     SHIFT_KINDS,
     UNION_TAGS,
@@ -69,6 +69,7 @@ __all__ = [
     "ProblemFieldError",
     "Recommendation",
     "SearchSpec",
+    "Selection",
     "SplitSpec",
     "TensorsData",
     "TorchscriptModel",

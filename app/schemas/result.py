@@ -7,7 +7,7 @@ the store is validated there, so a malformed result never reaches a client.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ class _Record(BaseModel):
 
 
 class Recommendation(_Record):
-    """The configuration to use: the best trial by validation accuracy."""
+    """The configuration to use, chosen by the job's rule (see :class:`Selection`)."""
 
     label: str = Field(examples=["block1"])
     method: str = Field(examples=["surgical"])
@@ -26,6 +26,9 @@ class Recommendation(_Record):
     val_acc: float
     test_acc: float | None
     tuned_share: float | None = Field(ge=0, le=1)
+    val_se: float | None = Field(
+        default=None, ge=0, description="Standard error of val_acc (binomial, sqrt(p(1-p)/n)).")
+    trial_number: int | None = None
 
 
 class LeaderboardRow(_Record):
@@ -41,6 +44,36 @@ class LeaderboardRow(_Record):
     tuned_share: float | None = Field(default=None, ge=0, le=1)
     best_epoch: int | None = Field(default=None, ge=0, description="0 = before training.")
     trial_number: int | None = Field(default=None, description="None for the baseline row.")
+    val_se: float | None = Field(
+        default=None, ge=0, description="Standard error of val_acc (binomial, sqrt(p(1-p)/n)).")
+    within_band: bool | None = Field(
+        default=None, description="val_acc within one standard error of the best trial's "
+        "(None for the baseline row).")
+    pareto: bool | None = Field(
+        default=None, description="On the Pareto front of val_acc against tuned_share: no other "
+        "row is at least as accurate with fewer tuned parameters.")
+
+
+class Selection(_Record):
+    """How the recommendation was chosen among the completed trials, and why.
+
+    Validation sets are small (a few hundred images), so validation accuracies a standard error
+    apart are indistinguishable. ``parsimony`` (the default) recommends the fewest tuned
+    parameters within one standard error of the best validation accuracy (the "one standard
+    error rule"); ``accuracy`` the best validation accuracy (ties: fewer tuned parameters).
+    """
+
+    rule: Literal["parsimony", "accuracy"]
+    best_label: str = Field(description="The part with the highest validation accuracy.")
+    best_val_acc: float
+    standard_error: float | None = Field(
+        default=None, ge=0, description="The best trial's standard error (None: n_val unknown).")
+    band_low: float = Field(description="The band's lower edge: best_val_acc - standard_error.")
+    n_val: int | None = Field(default=None, ge=1, description="Validation examples per trial.")
+    within_band: list[str] = Field(description="Labels whose val_acc lies in the band.")
+    pareto_front: list[str] = Field(
+        description="Labels on the Pareto front (val_acc against tuned share), fewest tuned first.")
+    reason: str = Field(description="Why the recommendation won, in words.")
 
 
 class GroupInfo(_Record):
@@ -68,6 +101,12 @@ class JobResult(_Record):
                          "tuned_share": 0.03, "best_epoch": 7, "trial_number": 3}
                     ],
                     "groups": [{"name": "block1", "num_params": 5000, "share": 0.03}],
+                    "selection": {
+                        "rule": "parsimony", "best_label": "block1", "best_val_acc": 0.91,
+                        "standard_error": 0.02, "band_low": 0.89, "n_val": 200,
+                        "within_band": ["block1"], "pareto_front": ["block1"],
+                        "reason": "block1 has the best validation accuracy (91.0%)",
+                    },
                     "rgn_profile": None,
                     "baseline_val_acc": 0.62,
                     "notes": [],
@@ -81,6 +120,8 @@ class JobResult(_Record):
     )
     leaderboard: list[LeaderboardRow]
     groups: list[GroupInfo]
+    selection: Selection | None = Field(
+        default=None, description="How the recommendation was chosen (None: nothing completed).")
     rgn_profile: dict[str, float] | None = None
     baseline_val_acc: float | None = None
     notes: list[str] = Field(default_factory=list)

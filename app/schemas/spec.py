@@ -249,6 +249,12 @@ class SearchSpec(_Strict):
         "else fp16 with a grad scaler; fp32 on CPU")
     deterministic: bool = Field(
         default=False, description="keep cudnn.benchmark off (reproducible CUDA kernels)")
+    prefer: Literal["parsimony", "accuracy"] = Field(
+        default="parsimony",
+        description="How the recommendation is chosen: 'parsimony' = the fewest tuned "
+        "parameters within one standard error of the best validation accuracy; 'accuracy' = "
+        "the best validation accuracy (ties: fewer tuned parameters).",
+    )
 
     @field_validator("lr_max")
     @classmethod

@@ -48,3 +48,18 @@ def test_leaderboard_table(recommended: bool, marked: str | None, caption: str):
     assert ("*" in text.replace(caption, "")) is recommended
     if marked:
         assert marked in text
+
+
+def test_leaderboard_table_shows_the_band_the_front_and_why():
+    body = copy.deepcopy(RESULT)
+    body["leaderboard"][0].update(val_se=0.02, within_band=True, pareto=True)
+    body["leaderboard"].insert(0, {**BASELINE_ROW, "val_se": 0.034})
+    body["selection"] = {
+        "rule": "parsimony", "best_label": "block1", "best_val_acc": 0.91, "standard_error": 0.02,
+        "band_low": 0.89, "n_val": 200, "within_band": ["block1"], "pareto_front": ["block1"],
+        "reason": "block1 has the best validation accuracy",
+    }
+    text = _render(JobResult.model_validate(body))
+    assert "91.0 ± 2.0" in text and "62.0 ± 3.4" in text
+    assert "in band" in text and "Pareto" in text
+    assert "why: block1 has the best validation accuracy" in text

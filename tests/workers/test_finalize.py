@@ -138,3 +138,27 @@ def test_a_later_trial_that_ranks_no_higher_uploads_nothing(tmp_path: Path):
     hook(live, TrialSpec("surgical", ("head",), 1e-3, "head"), _finetune_result(model, "0.bias"))
     assert not any(key.endswith("_artifact_id") for key in live.user_attrs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_parsimonious_pick_within_one_se_has_weights_and_a_selection_plot(tmp_path: Path):
+    """The best trial by val accuracy tunes everything; a smaller part one image behind is
+    recommended, so its weights must have been uploaded when it finished."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    store = FileSystemArtifactStore(str(tmp_path))
+    study = _study(trial("all", 0.905, tuned_params=500, **{attrs.N_VAL: 200}))
+    hook = artifacts.keep_if_best(store, ClaimedJob("job1", SPEC), model)
+    live = study.ask()
+    live.set_user_attr(attrs.N_VAL, 200)
+    hook(live, TrialSpec("surgical", ("head",), 1e-3, "head"), _finetune_result(model, "1.bias"))
+    assert "patch_artifact_id" in live.user_attrs
+    for key, value in {attrs.LABEL: "head", attrs.METHOD: "surgical", attrs.LR: 1e-3,
+                       attrs.TUNED_PARAMS: 2, attrs.TUNED_SHARE: 0.2}.items():
+        live.set_user_attr(key, value)
+    study.tell(live, 0.9)
+    result = study_result(study, cancelled=False)
+    assert result.recommendation is not None and result.recommendation.label == "head"
+    assert result.selection is not None and result.selection.best_label == "all"
+    records = artifacts.upload_final(store, study, result, "fog")
+    by_name = {r.name: r for r in records}
+    assert by_name["patch.safetensors"].artifact_id == live.user_attrs["patch_artifact_id"]
+    assert "selection.png" in by_name and (by_name["selection.png"].size or 0) > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
+from app import trial_attrs as attrs
 from app.schemas import JobProgress, JobResult
 from tests.workers.trial_records import GROUPS, NAMES, failed, numbered, pruned, trial
 from workers import results
@@ -110,3 +111,101 @@ def test_result_groups_carry_their_share_and_the_recommendation_its_row():
     assert result.rgn_profile == {"block1": 1.0} and result.baseline_val_acc is None
     # The model round-trips through the JSON the store keeps.
     assert JobResult.model_validate_json(result.model_dump_json()) == result
+
+
+# --- The recommendation under noise (issue 11): one standard error rule ---------------------
+
+def _n(n_val: int | None = 200) -> dict:
+    return {} if n_val is None else {attrs.N_VAL: n_val}
+
+
+@pytest.mark.parametrize(
+    ("trials", "prefer", "recommended", "best"),
+    [
+        # The demo: all 94.0% vs block 1 93.5% on 200 images (SE 1.7 points): one image apart.
+        pytest.param([trial("all", 0.940, tuned_params=500, **_n()),
+                      trial("block1", 0.935, tuned_params=100, **_n())],
+                     "parsimony", "block1", "all", id="demo-one-image-apart"),
+        pytest.param([trial("all", 0.940, tuned_params=500, **_n()),
+                      trial("block1", 0.935, tuned_params=100, **_n())],
+                     "accuracy", "all", "all", id="demo-prefer-accuracy"),
+        pytest.param([trial("all", 0.94, tuned_params=500, **_n()),
+                      trial("block1", 0.90, tuned_params=100, **_n())],
+                     "parsimony", "all", "all", id="outside-the-band"),
+        pytest.param([trial("block2", 0.90, tuned_params=300, **_n()),
+                      trial("head", 0.90, tuned_params=100, **_n())],
+                     "parsimony", "head", "head", id="tie-fewer-params"),
+        pytest.param([trial("block1", 0.90, **_n()), trial("head", 0.90, **_n())],
+                     "parsimony", "block1", "block1", id="full-tie-earlier"),
+        pytest.param([trial("block1", 0.88, **_n()), trial("block1", 0.90, lr=1e-2, **_n())],
+                     "parsimony", "block1", "block1", id="same-part-higher-val"),
+        pytest.param([trial("all", 0.94, tuned_params=500, **_n(None)),
+                      trial("block1", 0.935, tuned_params=100, **_n(None))],
+                     "parsimony", "all", "all", id="no-n-val-no-band"),
+        pytest.param([trial("head", 0.61, tuned_params=100, **_n())],
+                     "parsimony", "head", "head", id="single-trial"),
+        pytest.param([pruned("block1"), pruned("head"), failed()], "parsimony", None, None,
+                     id="all-pruned"),
+        pytest.param([trial("all", 1.0, tuned_params=500, **_n()),
+                      trial("block1", 0.995, tuned_params=100, **_n())],
+                     "parsimony", "all", "all", id="perfect-best-has-zero-se"),
+    ],
+)
+def test_choose_under_noise(trials, prefer, recommended, best):
+    trials = numbered(*trials)
+    choice = results.choose(trials, prefer)
+    result = results.build_result(trials, GROUPS, baseline=Baseline(0.3), rgn_profile=None,
+                                  prefer=prefer)
+    if recommended is None:
+        assert choice is None and result.recommendation is None and result.selection is None
+        assert results.NOTE_NOTHING_COMPLETED in result.notes
+        return
+    assert choice is not None and result.recommendation is not None
+    assert choice.pick.user_attrs[attrs.LABEL] == recommended == result.recommendation.label
+    assert result.recommendation.trial_number == choice.pick.number
+    selection = result.selection
+    assert selection is not None and selection.rule == prefer and selection.best_label == best
+    assert recommended in selection.within_band and best in selection.within_band
+    assert recommended in selection.reason and best in selection.reason
+    assert all(row.within_band is None for row in result.leaderboard if row.method == "none")
+
+
+def test_band_figures_and_reason_of_the_demo():
+    trials = numbered(trial("all", 0.940, tuned_params=500, **_n()),
+                      trial("block1", 0.935, tuned_params=100, **_n()),
+                      trial("head", 0.70, tuned_params=100, **_n()))
+    result = results.build_result(trials, GROUPS, baseline=Baseline(0.3), rgn_profile=None)
+    selection = result.selection
+    se = (0.94 * 0.06 / 200) ** 0.5
+    assert selection is not None and selection.n_val == 200
+    assert selection.standard_error == pytest.approx(se)
+    assert selection.band_low == pytest.approx(0.94 - se)
+    assert selection.within_band == ["block1", "all"]
+    assert selection.pareto_front == ["block1", "all"]  # head: same share as block1, worse
+    rows = {row.label: row for row in result.leaderboard}
+    assert rows["head"].within_band is False and rows["head"].pareto is False
+    assert rows["block1"].val_se == pytest.approx((0.935 * 0.065 / 200) ** 0.5)
+    assert rows["no fine-tuning"].val_se == pytest.approx((0.3 * 0.7 / 200) ** 0.5)
+    assert selection.reason.startswith("block1 tunes 20.0% of the parameters")
+    assert "within one standard error of the best, all (94.0%" in selection.reason
+    assert JobResult.model_validate_json(result.model_dump_json()) == result
+
+
+@pytest.mark.parametrize(
+    ("done", "val", "params", "prefer", "expected"),
+    [
+        ([], 0.5, 100, "parsimony", True),
+        ([trial("all", 0.94, tuned_params=500, **_n())], 0.935, 100, "parsimony", True),
+        ([trial("all", 0.94, tuned_params=500, **_n())], 0.935, 100, "accuracy", False),
+        ([trial("all", 0.94, tuned_params=500, **_n())], 0.90, 100, "parsimony", False),
+        ([trial("all", 0.94, tuned_params=500, **_n())], 0.95, 500, "accuracy", True),
+    ],
+    ids=["first", "in-band", "in-band-accuracy-rule", "outside-band", "new-best"],
+)
+def test_may_be_recommended(done, val, params, prefer, expected):
+    assert results.may_be_recommended(numbered(*done), val, params, 200, prefer) is expected
+
+
+def test_unknown_preference_is_an_error():
+    with pytest.raises(ValueError, match="preference"):
+        results.choose([trial("head", 0.5)], "fastest")
