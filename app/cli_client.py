@@ -104,114 +104,126 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def register(app: typer.Typer) -> None:
-    """Add the remote commands to the ``surgical`` Typer app."""
+remote_app = typer.Typer(help="Commands that talk to a running service.")
+"""The remote commands. ``workers.cli`` adds them to ``surgical`` without a group name, so they
+are top-level commands (``surgical submit``, not ``surgical remote submit``)."""
 
-    @app.command()
-    @remote
-    def submit(
-        spec: Annotated[Path, typer.Argument(help="Job spec, .json or .yaml ('-' for stdin JSON).")],
-        wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")] = False,
-        idempotency_key: Annotated[str | None, typer.Option(help="Makes retried submits safe.")] = None,
-        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
-    ) -> None:
-        """Submit a job spec."""
-        with Client(url, api_key) as client:
-            job = client.submit(load_spec(spec), idempotency_key=idempotency_key)
-            if wait:
-                job = client.wait(job.id, progress=_show_progress(as_json))
-                _show_result(client, job.id, as_json)
-                return
-            _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}")
 
-    @app.command()
-    @remote
-    def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """Show a job's state and progress."""
-        with Client(url, api_key) as client:
-            job = client.get(job_id)
-        if as_json:
-            _print_json(job)
+@remote_app.command()
+@remote
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec, .json or .yaml ('-' for stdin JSON).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print its result.")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Makes retried submits safe.")] = None,
+    url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Submit a job spec."""
+    with Client(url, api_key) as client:
+        job = client.submit(load_spec(spec), idempotency_key=idempotency_key)
+        if wait:
+            job = client.wait(job.id, progress=_show_progress(as_json))
+            _show_result(client, job.id, as_json)
             return
-        from app.tables import jobs_table
+        _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}")
 
-        _console().print(jobs_table([job]))
-        if job.error:
-            typer.echo(f"error: {job.error.type}: {job.error.detail}")
 
-    @app.command("wait")
-    @remote
-    def wait_(job_id: str, timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
-              url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """Wait for a job with a progress bar; print its leaderboard."""
-        with Client(url, api_key) as client:
-            client.wait(job_id, timeout=timeout, progress=_show_progress(as_json))
-            _show_result(client, job_id, as_json)
+@remote_app.command()
+@remote
+def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Show a job's state and progress."""
+    with Client(url, api_key) as client:
+        job = client.get(job_id)
+    if as_json:
+        _print_json(job)
+        return
+    from app.tables import jobs_table
 
-    @app.command()
-    @remote
-    def result(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """Print a finished job's recommendation and leaderboard."""
-        with Client(url, api_key) as client:
-            _show_result(client, job_id, as_json)
+    _console().print(jobs_table([job]))
+    if job.error:
+        typer.echo(f"error: {job.error.type}: {job.error.detail}")
 
-    @app.command()
-    @remote
-    def trials(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """List a job's trials."""
-        with Client(url, api_key) as client:
-            found = client.trials(job_id)
-        if as_json:
-            _print_json(found)
-            return
-        from app.tables import trials_table
 
-        _console().print(trials_table(found))
+@remote_app.command("wait")
+@remote
+def wait_(job_id: str, timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+          url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Wait for a job with a progress bar; print its leaderboard."""
+    with Client(url, api_key) as client:
+        client.wait(job_id, timeout=timeout, progress=_show_progress(as_json))
+        _show_result(client, job_id, as_json)
 
-    @app.command()
-    @remote
-    def cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """Ask a job to stop (after the trials running now)."""
-        with Client(url, api_key) as client:
-            job = client.cancel(job_id)
-        _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}{' (cancel requested)' if job.cancel_requested and not job.done else ''}")
 
-    @app.command()
-    @remote
-    def delete(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
-        """Delete a finished job, its trials and its artifacts."""
-        with Client(url, api_key) as client:
-            client.delete(job_id)
-        typer.echo(f"{job_id} deleted")
+@remote_app.command()
+@remote
+def result(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Print a finished job's recommendation and leaderboard."""
+    with Client(url, api_key) as client:
+        _show_result(client, job_id, as_json)
 
-    @app.command()
-    @remote
-    def download(
-        job_id: str,
-        name: Annotated[list[str] | None, typer.Option("--name", help="Artifact name (default: all).")] = None,
-        out: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("."),
-        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None,
-    ) -> None:
-        """Download a job's artifacts (weights patch, plots, result)."""
-        out.mkdir(parents=True, exist_ok=True)
-        with Client(url, api_key) as client:
-            names = name or [artifact.name for artifact in client.artifacts(job_id)]
-            for artifact in names:
-                typer.echo(str(client.download(job_id, artifact, out)))
 
-    @app.command("list")
-    @remote
-    def list_(state: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
-              url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """List jobs, newest first."""
-        with Client(url, api_key) as client:
-            jobs = list(client.iter_jobs(state=state))
-        if as_json:
-            _print_json(jobs)
-            return
-        from app.tables import jobs_table
+@remote_app.command()
+@remote
+def trials(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List a job's trials."""
+    with Client(url, api_key) as client:
+        found = client.trials(job_id)
+    if as_json:
+        _print_json(found)
+        return
+    from app.tables import trials_table
 
-        _console().print(jobs_table(jobs))
+    _console().print(trials_table(found))
+
+
+@remote_app.command()
+@remote
+def cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Ask a job to stop (after the trials running now)."""
+    with Client(url, api_key) as client:
+        job = client.cancel(job_id)
+    _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}{' (cancel requested)' if job.cancel_requested and not job.done else ''}")
+
+
+@remote_app.command()
+@remote
+def delete(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """Delete a finished job, its trials and its artifacts."""
+    with Client(url, api_key) as client:
+        client.delete(job_id)
+    typer.echo(f"{job_id} deleted")
+
+
+@remote_app.command()
+@remote
+def download(
+    job_id: str,
+    name: Annotated[list[str] | None, typer.Option("--name", help="Artifact name (default: all).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("."),
+    url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None,
+) -> None:
+    """Download a job's artifacts (weights patch, plots, result)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with Client(url, api_key) as client:
+        names = name or [artifact.name for artifact in client.artifacts(job_id)]
+        for artifact in names:
+            typer.echo(str(client.download(job_id, artifact, out)))
+
+
+@remote_app.command("list")
+@remote
+def list_(state: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
+          url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List jobs, newest first."""
+    with Client(url, api_key) as client:
+        jobs = list(client.iter_jobs(state=state))
+    if as_json:
+        _print_json(jobs)
+        return
+    from app.tables import jobs_table
+
+    _console().print(jobs_table(jobs))
+
+
 
 
 def _show_result(client: Client, job_id: str, as_json: bool) -> None:

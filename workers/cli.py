@@ -1,20 +1,22 @@
-"""The ``surgical`` command: the service's commands (``app.cli``) plus the ones that need torch
-(``worker``, ``groups``, ``data``, ``run``). Torch is imported inside those commands only, so
-``surgical serve`` and the client commands stay light."""
+"""The ``surgical`` command: the service's commands (``app.cli``), the remote commands
+(``app.cli_client.remote_app``, merged in as top-level commands) and the ones that need torch
+(``worker``, ``groups``, ``data``, ``run``), which call library functions directly. Torch,
+``selector`` and Optuna are imported inside those commands only, so ``surgical serve``,
+``surgical --help`` and the client commands stay light (tests/cli/test_local_commands.py)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from app.cli import app as cli
-from app.cli_client import register as register_client_commands
+from app.cli_client import remote_app
 
-register_client_commands(cli)
+cli.add_typer(remote_app)  # no name: submit, status, ... are top-level commands
 data_cli = typer.Typer(help="Built-in data and source models.", no_args_is_help=True)
 cli.add_typer(data_cli, name="data")
 
@@ -86,31 +88,58 @@ def worker(
     run_worker(ctx, drain=drain)
 
 
+def _selector_errors_exit_2(error: Exception) -> NoReturn:
+    """A SelectorError (bad model reference, unknown shift) as one line, status 2 (usage)."""
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
 @cli.command()
 def groups(
     model: Annotated[str, typer.Argument(help="torchvision name (resnet50), cifar_resnet, a file, or pkg.mod:fn")],
     granularity: Annotated[str, typer.Option(help="stage or block")] = "stage",
 ) -> None:
     """Print a model's layer groups as a table."""
-    from selector.__main__ import main as selector_main
+    from selector import SelectorError
+    from selector.io.models_io import inspection_model
+    from selector.layers.groups import describe_groups
 
-    raise typer.Exit(selector_main(["groups", model, "--granularity", granularity]))
+    try:
+        typer.echo(describe_groups(inspection_model(model), granularity, name=model))
+    except SelectorError as error:
+        _selector_errors_exit_2(error)
 
 
 @data_cli.command("prepare")
-def data_prepare(data_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None) -> None:
+def data_prepare(
+    data_dir: Annotated[Path | None, typer.Option(help="Cache directory (default: $SURGICAL_DATA_DIR or ~/.cache/surgical).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Only this source model (repeatable; default: all).")] = None,
+) -> None:
     """Build and cache every built-in source model ahead of time."""
-    from selector.__main__ import main as selector_main
+    from selector import SelectorError
+    from selector.builtin.cli import prepare_sources
 
-    raise typer.Exit(selector_main(["data", "prepare", *(["--data-dir", str(data_dir)] if data_dir else [])]))
+    try:
+        prepare_sources(model, data_dir)
+    except SelectorError as error:
+        _selector_errors_exit_2(error)
 
 
 @data_cli.command("grid")
-def data_grid(out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("shifts.png")) -> None:
+def data_grid(
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("shifts.png"),
+    shift: Annotated[list[str] | None, typer.Option(help="Only this shift (repeatable; default: all).")] = None,
+    severity: Annotated[int | None, typer.Option(min=1, max=5, help="Force this level (default: each shift's calibrated one).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the examples shown.")] = 0,
+) -> None:
     """Save a grid of example images for every built-in shift."""
-    from selector.__main__ import main as selector_main
+    from selector import SelectorError
+    from selector.builtin.cli import write_shift_grid
 
-    raise typer.Exit(selector_main(["data", "grid", "--out", str(out)]))
+    try:
+        write_shift_grid(out, shifts=shift, severity=severity, seed=seed)
+    except (SelectorError, ValueError) as error:
+        _selector_errors_exit_2(error)
 
 
 def main() -> None:

@@ -1,16 +1,17 @@
-"""``data`` sub-commands of ``python -m selector``: prepare the cache, draw the shift grid.
+"""``data`` commands of the built-in data: prepare the cache, draw the shift grid.
 
-    python -m selector data prepare [--data-dir DIR] [--model NAME ...]
-    python -m selector data grid --out shifts.png [--shift NAME ...] [--severity N] [--seed N]
+    surgical data prepare [--data-dir DIR] [--model NAME ...]
+    surgical data grid --out shifts.png [--shift NAME ...] [--severity N] [--seed N]
+    python -m selector data prepare ...     (the same, without the service's dependencies)
 
-``add_data_commands(subparsers)`` adds them to the ``data`` command's sub-parsers; each sets
-``handler`` (``args -> int``), as ``selector.__main__`` expects. ``main`` runs them standalone
-(``python -m selector.builtin.cli data prepare``).
+:func:`prepare_sources` and :func:`write_shift_grid` do the work and write their report to a
+text stream; the ``surgical`` Typer commands call them directly. :func:`add_data_commands` adds
+them to an argparse sub-parsers object for ``python -m selector``.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ def add_data_commands(subparsers: Any) -> None:
                          help="cache directory (default: $SURGICAL_DATA_DIR or ~/.cache/surgical)")
     prepare.add_argument("--model", action="append", choices=sorted(SOURCES), default=None,
                          help="only this model (repeatable; default: all)")
-    prepare.set_defaults(handler=run_prepare)
+    prepare.set_defaults(handler=lambda args: prepare_sources(args.model, args.data_dir))
 
     grid = subparsers.add_parser(
         "grid", help="write a PNG with example images of every shift",
@@ -41,7 +42,8 @@ def add_data_commands(subparsers: Any) -> None:
     grid.add_argument("--severity", type=int, choices=range(1, 6), default=None,
                       help="force this level (default: each shift's calibrated severity)")
     grid.add_argument("--seed", type=int, default=0)
-    grid.set_defaults(handler=run_grid)
+    grid.set_defaults(handler=lambda args: write_shift_grid(
+        args.out, shifts=args.shift, severity=args.severity, seed=args.seed))
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -55,12 +57,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_prepare(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def prepare_sources(names: Sequence[str] | None = None,
+                    data_dir: str | os.PathLike[str] | None = None,
+                    out: TextIO | None = None) -> int:
+    """Build (first time only) and cache the built-in source models ``names`` (default: all),
+    writing one line per model as it is done, then a table. Returns the exit status (0)."""
     out = out or sys.stdout
     rows = []
-    for name in args.model or list(SOURCES):
+    for name in names or list(SOURCES):
         started = time.perf_counter()
-        source = prepare_source(name, args.data_dir)
+        source = prepare_source(name, data_dir)
         rows.append({"name": name, "accuracy": source.manifest["accuracy"]["accuracy"],
                      "status": "built" if source.built else "cached",
                      "train_seconds": float(source.manifest.get("train_seconds", 0.0)),
@@ -71,27 +77,13 @@ def run_prepare(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def run_grid(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    from selector.builtin.grid import save_shift_grid
+def write_shift_grid(path: str | os.PathLike[str], *, shifts: Sequence[str] | None = None,
+                     severity: int | None = None, seed: int = 0,
+                     out: TextIO | None = None) -> int:
+    """Save the grid of example images (:func:`selector.builtin.grid.save_shift_grid`) and say
+    where. Returns the exit status (0)."""
+    from selector.builtin.grid import save_shift_grid  # matplotlib: only when drawing
 
-    path = save_shift_grid(args.out, shifts=args.shift, severity=args.severity, seed=args.seed)
-    out.write(f"wrote {path}\n")
+    written = save_shift_grid(path, shifts=shifts, severity=severity, seed=seed)
+    (out or sys.stdout).write(f"wrote {written}\n")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m selector.builtin.cli")
-    commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="built-in data")
-    add_data_commands(data.add_subparsers(dest="data_command", required=True))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

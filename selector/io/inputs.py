@@ -16,6 +16,7 @@ from selector.io.datasets_io import (
 )
 from selector.io.models_io import (
     build_torchvision,
+    inspection_model,
     load_model,
     load_state_dict_file,
     replace_head,
@@ -27,6 +28,7 @@ __all__ = [
     "ImageOptions",
     "SplitRule",
     "build_torchvision",
+    "inspection_model",
     "load_datasets",
     "load_imagefolder_splits",
     "load_model",

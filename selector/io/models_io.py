@@ -48,6 +48,7 @@ __all__ = [
     "build_torchvision",
     "classifier_width",
     "factory_allowed",
+    "inspection_model",
     "load_hub_weights",
     "load_model",
     "load_state_dict_file",
@@ -101,6 +102,15 @@ def torchvision_architectures() -> list[str]:
     import torchvision
 
     return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def inspection_model(ref: str) -> nn.Module:
+    """A model to look at, not to run: a torchvision architecture name is built on the meta
+    device (no weights, no memory, instant even for ViT-H), any other reference is loaded with
+    :func:`load_model`. Enough for layer groups and parameter counts."""
+    if ref in torchvision_architectures():
+        return build_torchvision(ref, meta=True)
+    return load_model(ref)
 
 
 def build_torchvision(arch: str, *, meta: bool = False, **kwargs: Any) -> nn.Module:

@@ -37,6 +37,7 @@ from selector.layers.arch_rules import HEAD, PRELOGITS, STAGE, STEM, TAIL, Layou
 __all__ = [
     "GroupMatch",
     "LayerGroup",
+    "describe_groups",
     "discover_groups",
     "format_groups_table",
     "match_groups",
@@ -160,6 +161,15 @@ def format_groups_table(model: nn.Module, groups: Sequence[LayerGroup]) -> str:
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
     return "\n".join(lines)
+
+
+def describe_groups(model: nn.Module, granularity: str = "stage", *, name: str = "model") -> str:
+    """What ``surgical groups`` / ``python -m selector groups`` print: one line naming the rule,
+    the parameter count and the number of groups, then :func:`format_groups_table`."""
+    groups = discover_groups(model, granularity)
+    total = sum(p.numel() for p in model.parameters())
+    return (f"{name}: {model_family(model)} rule, {total:,} parameters, "
+            f"{len(groups)} {granularity} groups\n{format_groups_table(model, groups)}")
 
 
 # --- helpers ------------------------------------------------------------------------------

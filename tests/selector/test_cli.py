@@ -1,9 +1,6 @@
-"""``python -m selector``: the groups table and the data command slot."""
+"""``python -m selector``: the groups table and the built-in data commands."""
 
 from __future__ import annotations
-
-import sys
-import types
 
 import pytest
 
@@ -31,20 +28,17 @@ def test_errors_are_reported_with_status_2(capsys) -> None:
     assert capsys.readouterr().err.startswith("error: unknown model reference")
 
 
-def test_data_slot_calls_builtin_add_data_commands(monkeypatch, capsys) -> None:
-    calls = []
+def test_data_runs_the_builtin_commands(tmp_path, capsys) -> None:
+    out = tmp_path / "grid.png"
+    assert cli.main(["data", "grid", "--out", str(out), "--shift", "zigzag", "--seed", "1"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    def add_data_commands(subparsers) -> None:
-        parser = subparsers.add_parser("prepare")
-        parser.set_defaults(handler=lambda args: calls.append("ran") or 0)
-        calls.append("added")
 
-    fake = types.ModuleType("selector.builtin.cli")
-    fake.add_data_commands = add_data_commands
-    monkeypatch.setitem(sys.modules, "selector.builtin.cli", fake)
-    assert cli.main(["data", "prepare"]) == 0
-    assert calls == ["added", "ran"]
-    assert set(cli.COMMANDS) >= {"groups", "data"}
+def test_data_without_a_command_prints_its_help(capsys) -> None:
+    assert cli.main(["data"]) == 2
+    help_text = capsys.readouterr().out
+    assert "prepare" in help_text and "grid" in help_text
 
 
 def test_no_command_prints_help(capsys) -> None:
