@@ -235,5 +235,10 @@ def _show_result(client: Client, job_id: str, as_json: bool) -> None:
 
     console = _console()
     console.print(leaderboard_table(found, title=f"job {job_id}"))
+    transform = (found.data or {}).get("transform")
+    if transform:  # what the images went through, so users see what ran
+        shown = ", ".join(f"{key} {value}" for key, value in transform.items()
+                          if value is not None and key != "interpolation")
+        console.print(f"transform: {shown}")
     for note in found.notes:
         console.print(f"note: {note}")
