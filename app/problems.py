@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.errors import AppError, Invalid, NotFinished, Unauthorized, Unavailable
 from app.schemas import UNION_TAGS, Problem, ProblemFieldError
@@ -110,14 +111,45 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+#: FastAPI answers 400 with this detail when the body is not JSON it can decode: invalid UTF-8,
+#: an integer with more digits than Python converts, or nesting deeper than its recursion limit.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the API documents on this path (Starlette's 405 names only the first
+    matching route's, but ``/v1/jobs/{id}`` is served by a GET route and a DELETE route)."""
+    app = request.app
+    table = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {method.upper() for method in operations})
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allowed_methods = table
+    methods: set[str] = set()
+    for pattern, path_methods in table:
+        if pattern.match(request.url.path):
+            methods |= path_methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = str(exc.detail)
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem_response(exc.status_code, detail, request, headers=dict(exc.headers or {}))
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    elif exc.status_code == 400 and detail == _UNPARSABLE_BODY:
+        detail = (
+            "the body could not be parsed: it must be UTF-8 JSON with integers of at most "
+            "4300 digits and nesting of reasonable depth"
+        )
+        return problem_response(400, detail, request, slug="unparsable-body", headers=headers)
+    return problem_response(exc.status_code, detail, request, headers=headers)
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:

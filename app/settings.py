@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="Module prefixes whose 'pkg.mod:fn' model factories jobs may call "
         "(empty: none); JSON list or comma-separated.",
     )
+    remote_uri_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Remote fsspec schemes (e.g. 'gcs,https') that job file references may use "
+        "(empty: only local files inside the data roots; 's3' is enabled with "
+        "artifact_s3_bucket). JSON list or comma-separated.",
+    )
     auth: bool = Field(
         default=True, description="Require API keys. False = local embedded mode, owner 'local'."
     )
@@ -102,6 +108,11 @@ class Settings(BaseSettings):
     def _parse_roots(cls, value: Any) -> Any:
         return _split_list(value, os.pathsep)
 
+    @field_validator("remote_uri_schemes", mode="before")
+    @classmethod
+    def _parse_schemes(cls, value: Any) -> Any:
+        return _split_list(value, ",")
+
     @field_validator("factory_allowlist", mode="before")
     @classmethod
     def _parse_allowlist(cls, value: Any) -> Any:
@@ -119,6 +130,14 @@ class Settings(BaseSettings):
             self.data_roots = [self.data_dir / "datasets"]
         self.data_roots = [root.expanduser() for root in self.data_roots]
         return self
+
+    @property
+    def enabled_uri_schemes(self) -> frozenset[str]:
+        """Remote schemes job file references may use (``s3`` goes with the S3 artifacts)."""
+        schemes = {scheme.lower() for scheme in self.remote_uri_schemes}
+        if self.artifact_s3_bucket:
+            schemes.add("s3")
+        return frozenset(schemes)
 
     @property
     def storage_url(self) -> str:

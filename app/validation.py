@@ -21,7 +21,7 @@ from app.schemas import (
 )
 from app.schemas.spec import WEIGHTS_ENUM
 from app.settings import Settings
-from app.uris import confine
+from app.uris import check_scheme, confine
 
 
 def _limits(spec: JobSpec, settings: Settings) -> list[FieldError]:
@@ -97,6 +97,7 @@ def check_spec(spec: JobSpec, settings: Settings) -> JobSpec:
         if uri is None:
             continue
         try:
+            check_scheme(uri, settings.enabled_uri_schemes)
             updates[section][attr] = confine(uri, roots)
         except ValueError as exc:
             errors.append(FieldError(field, str(exc)))

@@ -6,12 +6,14 @@ the environment or builds an engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import LOCAL_OWNER, authenticate
 from app.db import session_scope
@@ -46,17 +48,46 @@ ArtifactStoreDep = Annotated[Any, Depends(get_artifact_store)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `surgical keys create`.")
 
 
-def get_owner(
-    settings: SettingsDep,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The owner of the request's API key ("local" when auth is off)."""
+def _owner_of(request: Request) -> str:
+    """The owner of the request's API key ("local" when auth is off), in its own transaction."""
+    settings: Settings = request.app.state.settings
     if not settings.auth:
         return LOCAL_OWNER
-    if credentials is None:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    return authenticate(session, credentials.credentials)
+    with session_scope(request.app.state.session_factory) as session:
+        return authenticate(session, key.strip())
+
+
+class AuthenticatedRoute(APIRoute):
+    """A route that authenticates before FastAPI reads the body or validates any parameter.
+
+    FastAPI parses the JSON body before it solves dependencies, so an unauthenticated client
+    sending a malformed body would learn about our validation (422) instead of getting 401.
+    The owner is kept on ``request.state`` for :func:`get_owner`.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            request.state.owner = await run_in_threadpool(_owner_of, request)
+            return await handler(request)
+
+        return authenticated
+
+
+def get_owner(
+    request: Request,
+    # Declared for OpenAPI (the bearer security scheme); AuthenticatedRoute did the checking.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The owner :class:`AuthenticatedRoute` found for this request."""
+    owner = getattr(request.state, "owner", None)
+    if owner is None:
+        owner = _owner_of(request)
+    return owner
 
 
 OwnerDep = Annotated[str, Depends(get_owner)]

@@ -1,49 +1,69 @@
-"""How rows become resources: JobPublic with its links, and the ETag of a representation."""
+"""How rows become resources: a job's JSON document with its links, and the ETag of it.
+
+A job is served as it was stored: the spec was validated and normalised once, at submit, and
+progress, error and result when a worker wrote them. Reading a job never re-validates them
+(re-validating a stored spec recompiled every regex of every group on each poll, and would
+turn a later tightening of the rules into 500s on old jobs); the document is built from the row
+and encoded once, and its ETag is the hash of those exact bytes. :class:`app.schemas.JobPublic`
+still describes the document in OpenAPI and is what clients validate against.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from fastapi import Response
+from pydantic_core import to_json
 
 from app.models import Job
-from app.schemas import ArtifactPublic, ArtifactRecord, JobLinks, JobPublic, Problem
+from app.schemas import ArtifactPublic, ArtifactRecord, Problem
 
 API_PREFIX = "/v1"
+JSON = "application/json"
 
 
 def job_path(job_id: str) -> str:
     return f"{API_PREFIX}/jobs/{job_id}"
 
 
-def job_public(job: Job) -> JobPublic:
+def job_document(job: Job) -> dict[str, Any]:
     """The client's view of a job row (the worker's bookkeeping stays private)."""
     path = job_path(job.id)
-    return JobPublic.model_validate(
-        {
-            "id": job.id,
-            "state": job.state.value,
-            "done": job.state.done,
-            "cancel_requested": job.cancel_requested,
-            "spec": job.spec,
-            "progress": job.progress,
-            "error": job.error,
-            "created_at": job.created_at,
-            "updated_at": job.updated_at,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "worker_id": job.worker_id,
-            "attempts": job.attempts,
-            "links": JobLinks(
-                self=path,
-                trials=f"{path}/trials",
-                result=f"{path}/result",
-                artifacts=f"{path}/artifacts",
-                cancel=f"{path}/cancel",
-            ),
-        }
-    )
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "done": job.state.done,
+        "cancel_requested": job.cancel_requested,
+        "spec": job.spec,
+        "progress": job.progress,
+        "error": job.error,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "worker_id": job.worker_id,
+        "attempts": job.attempts,
+        "links": {
+            "self": path,
+            "trials": f"{path}/trials",
+            "result": f"{path}/result",
+            "artifacts": f"{path}/artifacts",
+            "cancel": f"{path}/cancel",
+        },
+    }
+
+
+def job_json(job: Job) -> bytes:
+    """The job document encoded once (pydantic's encoder: the same datetimes as the models)."""
+    return to_json(job_document(job))
+
+
+def json_response(
+    content: bytes, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(content, status_code=status_code, media_type=JSON, headers=headers)
 
 
 def artifact_public(job_id: str, record: ArtifactRecord) -> ArtifactPublic:
@@ -56,9 +76,9 @@ def artifact_public(job_id: str, record: ArtifactRecord) -> ArtifactPublic:
     )
 
 
-def etag(resource: BaseModel) -> str:
-    """A strong ETag: the hash of the JSON representation (heartbeats do not change it)."""
-    return '"' + hashlib.sha256(resource.model_dump_json().encode()).hexdigest()[:32] + '"'
+def etag(content: bytes) -> str:
+    """A strong ETag: the hash of the representation's bytes (heartbeats do not change it)."""
+    return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
 
 
 def etag_matches(if_none_match: str | None, current: str) -> bool:

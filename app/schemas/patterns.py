@@ -76,7 +76,9 @@ def _walk(items: Any, under_repeat: bool, problems: list[str], counter: list[int
             _walk(body, under_repeat or high > 1, problems, counter)
         elif op is sre.BRANCH:
             if under_repeat and _ambiguous(av[1]):
-                problems.append("alternatives under a repeat that can start with the same character")
+                problems.append(
+                    "alternatives under a repeat that can start with the same character"
+                )
             for alternative in av[1]:
                 _walk(alternative, under_repeat, problems, counter)
         elif op is sre.SUBPATTERN:

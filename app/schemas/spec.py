@@ -7,6 +7,7 @@ the settings. ``model`` and ``data`` are discriminated unions on ``source``.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -15,14 +16,23 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from app.schemas.data_options import SplitSpec, TransformSpec
+from app.schemas.json_values import first_unsafe
+from app.schemas.patterns import check_group_pattern
+from app.schemas.torchvision_archs import TORCHVISION_ARCHS
 from app.uris import check_uri_syntax
+
+#: Custom layer groups: how many, and how long a name or a suffix list may be. A model has at
+#: most a few hundred modules worth naming; these bounds keep a spec a few KiB at most.
+MAX_GROUPS = 64
+MAX_GROUP_NAME_LENGTH = 100
+MAX_SUFFIXES = 256
+MAX_SUFFIX_LENGTH = 200
 
 # Every shift name a builtin dataset accepts, with its kind (the paper's three families).
 SHIFT_KINDS: dict[str, str] = {
@@ -59,7 +69,12 @@ DEFAULT_EPOCHS = 10
 Uri = Annotated[
     str,
     AfterValidator(check_uri_syntax),
-    Field(description="file:///abs/path, an absolute path, or an fsspec URI (s3://...)"),
+    Field(
+        min_length=1,
+        max_length=4096,
+        description="file:///abs/path, an absolute path, or an fsspec URI (s3://...) "
+        "when the operator enables its scheme",
+    ),
 ]
 WEIGHTS_ENUM = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -80,7 +95,9 @@ _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields refused; no coercion (``true`` is not 1); no NaN or Infinity."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class BuiltinModel(_Strict):
@@ -98,9 +115,18 @@ class TorchvisionModel(_Strict):
     """A torchvision architecture, optionally with a weights file, and its class count."""
 
     source: Literal["torchvision"]
-    arch: str = Field(pattern=r"^[a-z][a-z0-9_]*$", examples=["resnet18"])
+    arch: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, examples=["resnet18"])
     weights: WeightsRef | None = None
     num_classes: int = Field(ge=1, le=100_000)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        if value not in TORCHVISION_ARCHS:
+            close = difflib.get_close_matches(value, sorted(TORCHVISION_ARCHS), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown torchvision architecture {value!r}{hint}")
+        return value
 
 
 class TorchscriptModel(_Strict):
@@ -114,7 +140,7 @@ class FactoryModel(_Strict):
     """``pkg.module:function`` called with ``kwargs``; only for operator-allowlisted modules."""
 
     source: Literal["factory"]
-    target: str = Field(examples=["mypkg.models:build"])
+    target: str = Field(max_length=200, examples=["mypkg.models:build"])
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("target")
@@ -233,8 +259,8 @@ class SearchSpec(_Strict):
         description=f"Epochs per trial; when left out, {PAPER_EPOCHS} (the paper's) for the "
         f"paper strategy, {DEFAULT_EPOCHS} for the others.",
     )
-    lr_min: float = Field(default=1e-5, gt=0)
-    lr_max: float = Field(default=1e-1, gt=0)
+    lr_min: float = Field(default=1e-5, gt=0, le=10)
+    lr_max: float = Field(default=1e-1, gt=0, le=10)
     granularity: Literal["stage", "block"] = "stage"
     groups: dict[str, str | list[str]] | None = Field(
         default=None,
@@ -256,13 +282,16 @@ class SearchSpec(_Strict):
         "the best validation accuracy (ties: fewer tuned parameters).",
     )
 
-    @field_validator("lr_max")
-    @classmethod
-    def _lr_range(cls, value: float, info: ValidationInfo) -> float:
-        lr_min = info.data.get("lr_min")
-        if lr_min is not None and value <= lr_min:
-            raise ValueError(f"must be greater than lr_min ({lr_min})")
-        return value
+    @model_validator(mode="after")
+    def _lr_range(self) -> SearchSpec:
+        # A model-level rule, so that it also runs when lr_max is left at its default.
+        if self.lr_max <= self.lr_min:
+            raise PydanticCustomError(
+                "lr_range",
+                "must be greater than lr_min ({lr_min})",
+                {"lr_min": self.lr_min, "field": "search.lr_max"},
+            )
+        return self
 
     @model_validator(mode="after")
     def _paper_epochs(self) -> SearchSpec:
@@ -280,20 +309,27 @@ class SearchSpec(_Strict):
             return None
         if not isinstance(value, dict) or not value:
             raise ValueError("must be a non-empty object: group name -> regex or suffix list")
+        if len(value) > MAX_GROUPS:
+            raise ValueError(f"at most {MAX_GROUPS} groups")
         for name, matcher in value.items():
             if not isinstance(name, str) or not name.strip():
                 raise ValueError("group names must be non-empty strings")
+            if len(name) > MAX_GROUP_NAME_LENGTH:
+                raise ValueError(f"group names may have at most {MAX_GROUP_NAME_LENGTH} characters")
             if isinstance(matcher, str):
                 try:
-                    re.compile(matcher)
-                except re.error as exc:
-                    raise ValueError(f"group {name!r}: invalid regex ({exc})") from None
+                    check_group_pattern(matcher)
+                except ValueError as exc:
+                    raise ValueError(f"group {name!r}: {exc}") from None
             elif not (
                 isinstance(matcher, list)
-                and matcher
-                and all(isinstance(s, str) and s for s in matcher)
+                and 0 < len(matcher) <= MAX_SUFFIXES
+                and all(isinstance(s, str) and 0 < len(s) <= MAX_SUFFIX_LENGTH for s in matcher)
             ):
-                raise ValueError(f"group {name!r}: must be a regex or a list of suffixes")
+                raise ValueError(
+                    f"group {name!r}: must be a regex or a list of 1 to {MAX_SUFFIXES} suffixes "
+                    f"of 1 to {MAX_SUFFIX_LENGTH} characters"
+                )
         return value
 
 
@@ -317,6 +353,8 @@ class JobSpec(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 _EXAMPLE,
@@ -351,6 +389,17 @@ class JobSpec(_Strict):
     data: DataSpec
     search: SearchSpec = Field(default_factory=SearchSpec)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """Refuse NaN/Infinity, NUL characters and lone surrogates anywhere (keys included):
+        no database stores them faithfully, and a factory's free-form kwargs could hide them."""
+        found = first_unsafe(value)
+        if found:
+            field, message = found
+            raise PydanticCustomError("unstorable", message, {"field": field or "body"})
+        return value
 
     @model_validator(mode="after")
     def _weights_preset_needs_an_enum(self) -> JobSpec:

@@ -11,8 +11,9 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,8 +41,15 @@ def spec_hash(spec: JobSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: What :func:`app.models.new_id` makes. Anything else cannot name a job, and is answered
+#: without a query (PostgreSQL refuses NUL characters in text with an error, not a miss).
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def load(session: Session, job_id: str) -> Job | None:
     """The job row as the database has it now (bypasses stale identity-map copies)."""
+    if not JOB_ID.fullmatch(job_id):
+        return None
     return session.scalars(
         select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
     ).first()
@@ -109,11 +117,16 @@ def _encode_token(job: Job) -> str:
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
+    """The (created_at, id) a token holds; Invalid for anything :func:`_encode_token` never
+    makes (a naive or date-only time, one out of range in UTC, a malformed id)."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        created_text, job_id = json.loads(raw)
+        created = datetime.fromisoformat(created_text)
+        if created.tzinfo is None or not JOB_ID.fullmatch(job_id):
+            raise ValueError("naive time or malformed id")
+        return created.astimezone(UTC), job_id
+    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise Invalid([FieldError("page_token", "is not a token this API returned")]) from exc
 
 

@@ -200,10 +200,28 @@ def test_every_file_reference_is_confined(roots: Settings) -> None:
     ]
 
 
-def test_remote_uris_pass_through_unchanged(roots: Settings) -> None:
+def test_remote_uris_need_their_scheme_enabled(roots: Settings) -> None:
+    """Remote references are refused unless the operator enables the scheme; then they pass
+    through unchanged. ``s3`` goes with the S3 artifact setting."""
     pytest.importorskip("fsspec")
     remote = {"source": "tensors", "path": "s3://bucket/x.pt"}
-    assert _check(roots, data=remote).data.path == "s3://bucket/x.pt"  # type: ignore[union-attr]
+    assert _fields(roots, data=remote) == ["data.path"]
+    for enabled in (
+        roots.model_copy(update={"remote_uri_schemes": ["s3"]}),
+        roots.model_copy(update={"artifact_s3_bucket": "bucket"}),
+    ):
+        assert _check(enabled, data=remote).data.path == "s3://bucket/x.pt"  # type: ignore[union-attr]
+    for uri in ("http://host/x.pt", "memory://x.pt", "git://h/r", "zip://x.pt"):
+        assert _fields(roots, data={"source": "tensors", "path": uri}) == ["data.path"], uri
+
+
+@pytest.mark.parametrize(
+    "uri", ["http:/etc/passwd", "s3:bucket/x.pt", "data:,hello", "file:x.pt", "x.pt", ""]
+)
+def test_references_that_are_neither_local_nor_remote_are_refused(uri: str) -> None:
+    """``http:/etc/passwd`` is not a remote URI; a reader that took it for a relative local path
+    would skip confinement, so the one parser refuses it outright."""
+    assert _locs({**MINIMAL, "data": {"source": "tensors", "path": uri}}) == ["data.path"]
 
 
 @pytest.mark.parametrize(

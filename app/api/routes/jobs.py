@@ -6,29 +6,44 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic_core import to_json
 
 from app import store
-from app.api.deps import ArtifactStoreDep, OwnerDep, SessionDep, SettingsDep, StudiesDep
-from app.api.views import etag, etag_matches, job_path, job_public, problems
+from app.api.deps import (
+    ArtifactStoreDep,
+    AuthenticatedRoute,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    StudiesDep,
+)
+from app.api.views import (
+    etag,
+    etag_matches,
+    job_document,
+    job_json,
+    job_path,
+    json_response,
+    problems,
+)
 from app.artifacts import remove_artifacts
 from app.db import session_scope
 from app.schemas import JobPublic, JobSpec, JobsPublic, JobStateName
 from app.validation import check_spec
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=AuthenticatedRoute)
 
 
 @router.post(
     "",
     status_code=202,
     response_model=JobPublic,
-    responses=problems(401, 409, 422),
+    responses=problems(400, 401, 409, 413, 422),
     response_description="The queued job; poll the Location header.",
 )
 def create_job(
     spec: JobSpec,
-    response: Response,
     session: SessionDep,
     owner: OwnerDep,
     settings: SettingsDep,
@@ -36,16 +51,16 @@ def create_job(
         str | None,
         Header(
             alias="Idempotency-Key",
+            min_length=1,
             max_length=255,
             description="Retrying with the same key and body returns the original job.",
         ),
     ] = None,
-) -> JobPublic:
+) -> Response:
     """Submit a fine-tuning search; it is queued and runs asynchronously."""
     job = store.create_job(session, owner, check_spec(spec, settings), idempotency_key)
-    response.headers["Location"] = job_path(job.id)
-    response.headers["Retry-After"] = str(settings.retry_after_seconds)
-    return job_public(job)
+    headers = {"Location": job_path(job.id), "Retry-After": str(settings.retry_after_seconds)}
+    return json_response(job_json(job), 202, headers)
 
 
 @router.get("", response_model=JobsPublic, responses=problems(401, 422))
@@ -54,11 +69,14 @@ def read_jobs(
     owner: OwnerDep,
     state: Annotated[JobStateName | None, Query(description="Only jobs in this state.")] = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    page_token: Annotated[str | None, Query(description="next_page_token of a page.")] = None,
-) -> JobsPublic:
+    page_token: Annotated[
+        str | None, Query(max_length=1000, description="next_page_token of a page.")
+    ] = None,
+) -> Response:
     """List your jobs, newest first, a page at a time."""
     jobs, next_token = store.list_jobs(session, owner, state, page_size, page_token)
-    return JobsPublic(data=[job_public(job) for job in jobs], next_page_token=next_token)
+    page = {"data": [job_document(job) for job in jobs], "next_page_token": next_token}
+    return json_response(to_json(page))
 
 
 @router.get(
@@ -69,28 +87,27 @@ def read_jobs(
 )  # fmt: skip
 def read_job(
     job_id: str,
-    response: Response,
     session: SessionDep,
     owner: OwnerDep,
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
-) -> JobPublic | Response:
+) -> Response:
     """Get a job's state and progress (send If-None-Match to poll cheaply)."""
-    public = job_public(store.get_job(session, job_id, owner))
-    tag = etag(public)
+    job = store.get_job(session, job_id, owner)
+    content = job_json(job)
+    tag = etag(content)
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
-    if not public.done:
+    if not job.state.done:
         headers["Retry-After"] = str(settings.retry_after_seconds)
     if etag_matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
-    return public
+    return json_response(content, headers=headers)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problems(401, 404))
-def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Cancel a job: queued jobs stop at once, running ones soon; finished ones are unchanged."""
-    return job_public(store.request_cancel(session, job_id, owner))
+    return json_response(job_json(store.request_cancel(session, job_id, owner)))
 
 
 @router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 409))

@@ -10,13 +10,13 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from app import store
-from app.api.deps import ArtifactStoreDep, OwnerDep, SessionDep, StudiesDep
+from app.api.deps import ArtifactStoreDep, AuthenticatedRoute, OwnerDep, SessionDep, StudiesDep
 from app.api.views import artifact_public, problems
 from app.errors import NotFinished, NotFound
 from app.models import JobState
 from app.schemas import ArtifactRecord, ArtifactsPublic, JobResult, TrialsPublic
 
-router = APIRouter(prefix="/jobs", tags=["results"])
+router = APIRouter(prefix="/jobs", tags=["results"], route_class=AuthenticatedRoute)
 CHUNK = 64 * 1024
 
 
