@@ -27,7 +27,7 @@ class TransformSpec(BaseModel):
     """
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True, allow_inf_nan=False,
         json_schema_extra={"examples": [{"preset": "imagenet"},
                                         {"image_size": [64, 64], "channels": 3,
                                          "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}]},
@@ -87,7 +87,7 @@ class SplitSpec(BaseModel):
     without ``train`` the rest trains. Counts larger than a class holds fail the job before
     any trial, naming the class."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={
         "examples": [{"train": 25, "val": 10, "test": 50}, {"val": 0.1, "test": 0.2}]})
 
     train: int | float | None = Field(default=None, examples=[25])
