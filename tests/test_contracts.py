@@ -120,3 +120,13 @@ def test_a_reference_names_the_same_file_for_the_api_and_the_engine(uri: str, pa
             models_io.local_path(uri)
     else:
         assert models_io.local_path(uri) == Path(path)
+
+
+@pytest.mark.parametrize("uri", ["http:/etc/passwd", "s3:bucket/x.pt", "data:,x", "git:repo"])
+def test_a_scheme_without_a_host_is_no_local_path_on_either_side(uri: str):
+    """``http:/etc/passwd`` is neither remote nor local: the API refuses it at submit, and the
+    engine must not read it as a relative path (which would skip confinement)."""
+    with pytest.raises(ValueError):
+        uris.local_path(uri)
+    with pytest.raises(ModelLoadError, match="only local files"):
+        models_io.local_path(uri)

@@ -295,7 +295,7 @@ def local_path(uri: str | Path) -> Path:
     parsed = urlsplit(text)
     if parsed.scheme in LOCAL_SCHEMES:
         return Path(unquote(parsed.path))
-    if "://" in text:
+    if parsed.scheme:  # with or without "//": "http:/etc/passwd" is a URI, not a relative path
         raise ModelLoadError(f"only local files are supported, got {text!r}")
     return Path(text).expanduser()
 
