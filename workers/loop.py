@@ -37,7 +37,6 @@ from workers.execute import (
     FinalState,
     execute_as_helper,
     execute_as_owner,
-    one_line,
     write_final_state,
 )
 from workers.job import ClaimedJob
@@ -150,8 +149,11 @@ def _parse(ctx: WorkerContext, row: Job, *, own: bool = True) -> ClaimedJob | No
     except ValidationError as error:
         log.error("job %s has an invalid stored spec: %s", row.id, error)
         if own:
+            fields = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}"
+                               for e in error.errors())
+            detail = f"the stored job spec is no longer valid: {fields}"[:500]
             write_final_state(ctx, row.id, FinalState(
-                "failed", error=JobError(type="InvalidSpec", detail=one_line(error))))
+                "failed", error=JobError(type="InvalidSpec", detail=detail)))
         return None
 
 
