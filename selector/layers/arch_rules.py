@@ -71,9 +71,15 @@ class ArchRule:
 
 
 RULES: tuple[ArchRule, ...] = (
-    # ResNet, WideResNet, ResNeXt, selector.cifar_resnet: the paper's block1 = conv1+bn1+layer1.
+    # ResNet, torchvision WideResNet, ResNeXt, selector.cifar_resnet: block1 = conv1+bn1+layer1.
     ArchRule("resnet", ("conv1", "layer1"), stem=r"(?:conv1|bn1)\.",
              blocks=(r"layer(\d+)\.(\d+)\.",)),
+    # RobustBench's WideResNet-28-10 (the paper's CIFAR-10-C model): conv1, block1..block3
+    # (NetworkBlock -> .layer.N BasicBlocks), then the final bn1 before fc. The paper's tuned
+    # parts are conv1+block1, block2, block3 and fc, so conv1 is the stem and the final bn1 a
+    # tail (it joins block3). ``sub_block1`` (a few RobustBench variants) joins block1 by position.
+    ArchRule("wideresnet", ("conv1", "block1.layer"), stem=r"conv1\.",
+             blocks=(r"block(\d+)\.layer\.(\d+)\.",), tail=r"bn1\."),
     ArchRule("regnet", ("stem", "trunk_output"), stem=r"stem\.",
              blocks=(r"trunk_output\.block(\d+)\.block\d+-(\d+)\.",)),
     # A transition layer (pool + 1x1 conv) closes the dense block with the same number.

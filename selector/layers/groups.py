@@ -1,7 +1,8 @@
 """Layer groups: ordered, named, a partition of a model's parameters.
 
 Stage granularity follows the paper (Lee et al. 2023, tuned parts of the reference code):
-``block1`` = stem + first stage (ResNet: ``conv1+bn1+layer1``), one group per later stage, then
+``block1`` = stem + first stage (ResNet: ``conv1+bn1+layer1``; RobustBench's WideResNet-28-10:
+``conv1+block1``, its final ``bn1`` joining ``block3``), one group per later stage, then
 ``head`` (the final classifier layer). Exceptions, all documented in :mod:`selector.layers.arch_rules`:
 
 - ViT: ``block1`` is the patch + position embedding alone (the paper's "embedding layer" choice

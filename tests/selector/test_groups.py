@@ -112,6 +112,72 @@ def test_cifar_resnet_matches_the_reference_parts() -> None:
     assert_partition(model, groups)
 
 
+class _RobustBenchBlock(nn.Module):
+    """RobustBench's WideResNet BasicBlock, with its module names (pre-activation)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.relu2 = nn.BatchNorm2d(cout), nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.convShortcut = (nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+                             if cin != cout or stride != 1 else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(x))
+        shortcut = self.convShortcut(out) if self.convShortcut is not None else x
+        return shortcut + self.conv2(self.relu2(self.bn2(self.conv1(out))))
+
+
+class _NetworkBlock(nn.Module):
+    def __init__(self, n: int, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(*(_RobustBenchBlock(cin if i == 0 else cout, cout,
+                                                       stride if i == 0 else 1)
+                                     for i in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+class RobustBenchWideResNet(nn.Module):
+    """``robustbench.model_zoo.architectures.wide_resnet.WideResNet`` in miniature: the same
+    module names (conv1, block1..block3, bn1, relu, fc), depth 10 and widen 1 (no download)."""
+
+    def __init__(self, depth: int = 10, widen: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        n, widths = (depth - 4) // 6, [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.block1 = _NetworkBlock(n, widths[0], widths[1], 1)
+        self.block2 = _NetworkBlock(n, widths[1], widths[2], 2)
+        self.block3 = _NetworkBlock(n, widths[2], widths[3], 2)
+        self.bn1, self.relu = nn.BatchNorm2d(widths[3]), nn.ReLU()
+        self.fc = nn.Linear(widths[3], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.block3(self.block2(self.block1(self.conv1(x))))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+def test_robustbench_wideresnet_gets_the_papers_parts() -> None:
+    """The paper's CIFAR-10-C model: conv1+block1, block2, block3 (with the final bn1), fc."""
+    model = RobustBenchWideResNet(depth=16)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    groups = discover_groups(model)
+    assert model_family(model) == "wideresnet"
+    assert [(g.name, g.modules) for g in groups] == [
+        ("block1", ("conv1", "block1")), ("block2", ("block2",)),
+        ("block3", ("block3", "bn1")), ("head", ("fc",))]
+    assert "bn1.weight" in groups[2].parameters and "conv1.weight" in groups[0].parameters
+    assert_partition(model, groups)
+    blocks = discover_groups(model, "block")
+    assert [g.name for g in blocks] == ["stem", "block1.1", "block1.2", "block2.1", "block2.2",
+                                        "block3.1", "block3.2", "head"]
+    assert blocks[-2].modules == ("block3.layer.1", "bn1")
+    assert_partition(model, blocks)
+
+
 def test_torchscript_model_gets_the_same_groups() -> None:
     model = CifarResNet(depth=8)
     with warnings.catch_warnings():
