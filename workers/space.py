@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: The paper's learning-rate grid (reference code, CIFAR-10-C and ImageNet-C configs).
 PAPER_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -32,7 +32,6 @@ class TrialSpec:
     groups: tuple[str, ...]
     lr: float
     label: str
-    params: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
