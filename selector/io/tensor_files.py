@@ -89,7 +89,7 @@ def _cifar_c(path: Path, severity: int | None, labels_path: str | None) -> tuple
     labels_file = local_path(labels_path) if labels_path else path.with_name("labels.npy")
     if not labels_file.is_file():
         raise MissingFileError(labels_file, "labels file")
-    images, labels = np.load(path, mmap_mode="r"), np.load(labels_file)
+    images, labels = _load_npy(path), _load_npy(labels_file)
     if len(images) != len(labels):
         raise DataError(f"{path.name} has {len(images)} images but {labels_file.name} "
                         f"{len(labels)} labels")
@@ -101,6 +101,16 @@ def _cifar_c(path: Path, severity: int | None, labels_path: str | None) -> tuple
         images, labels = images[(severity - 1) * size:severity * size], labels[
             (severity - 1) * size:severity * size]
     return np.array(images), np.asarray(labels)  # copies the slice out of the memory map
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, memory-mapped; pickled object arrays (which could run code) and
+    truncated or foreign files raise DataError naming the file, never a bare ValueError."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"{path} is not a readable .npy array ({type(error).__name__}: "
+                        f"{str(error).strip()[:200]})") from error
 
 
 def _pool(images: Any, labels: Any, options: ResolvedTransform, rule: SplitRule) -> DataSplits:

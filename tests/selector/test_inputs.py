@@ -169,6 +169,20 @@ def test_cifar_c_severity_slice(tmp_path) -> None:
         load_datasets(tmp_path / "impulse_noise.npy", severity=1)
 
 
+@pytest.mark.parametrize("labels_bad", [False, True])
+def test_malicious_or_broken_npy_is_a_data_error(tmp_path, labels_bad: bool) -> None:
+    """A pickled object array could run code when loaded: it is refused as DataError (the job
+    fails with a reason), like a truncated file, never a bare ValueError."""
+    good, evil = np.zeros((10, 4, 4), dtype=np.uint8), np.array([{"x": 1}] * 10, dtype=object)
+    np.save(tmp_path / "shot_noise.npy", good if labels_bad else evil, allow_pickle=True)
+    np.save(tmp_path / "labels.npy", evil if labels_bad else np.zeros(10), allow_pickle=True)
+    with pytest.raises(DataError, match="not a readable .npy"):
+        load_datasets(tmp_path / "shot_noise.npy")
+    (tmp_path / "shot_noise.npy").write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(DataError, match="not a readable .npy"):
+        load_datasets(tmp_path / "shot_noise.npy")
+
+
 def test_data_errors(tmp_path) -> None:
     labels = np.repeat(np.arange(2), 5)
     np.savez(tmp_path / "flat.npz", images=np.zeros((10, 16)), labels=labels)
