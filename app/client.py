@@ -154,6 +154,11 @@ class Client:
     ``fastapi.testclient.TestClient(create_app(settings))`` (the real app in-process) or one on
     an ``httpx.MockTransport``; the client then neither builds nor closes one. Otherwise one is
     built on ``base_url``. ``api_key`` is sent as a bearer token either way.
+
+    Requests that are safe to repeat (GET, and a POST that carries an ``Idempotency-Key``) ride
+    through a restarting service: a connection that cannot be made or breaks, and a 503 (the
+    database is down), are retried with backoff (at the ``Retry-After`` pace when the service
+    sends one) for up to ``retry_for`` seconds; 0 turns that off.
     """
 
     def __init__(
@@ -163,7 +168,9 @@ class Client:
         *,
         http: httpx.Client | None = None,
         timeout: float = 30.0,
+        retry_for: float = 30.0,
     ) -> None:
+        self.retry_for = retry_for
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_http = http is None
         try:
@@ -184,11 +191,24 @@ class Client:
 
     # -- transport -------------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except (httpx.HTTPError, httpx.InvalidURL) as error:
-            where = str(self._http.base_url).rstrip("/") + path
-            raise TransportError(f"{method} {where}: {str(error) or type(error).__name__}") from error
+        retryable = method == "GET" or "Idempotency-Key" in (kwargs.get("headers") or {})
+        deadline = time.monotonic() + (self.retry_for if retryable else 0.0)
+        delay = 0.2
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
+                # Connect errors, and connections the server closed while restarting: for a
+                # request we may repeat, wait and try again until retry_for runs out.
+                if not isinstance(error, _RETRYABLE) or time.monotonic() + delay > deadline:
+                    where = str(self._http.base_url).rstrip("/") + path
+                    raise TransportError(f"{method} {where}: {str(error) or type(error).__name__}") from error
+            else:
+                if response.status_code != 503 or time.monotonic() + delay > deadline:
+                    break
+                delay = max(delay, min(_retry_after(response, delay), 5.0))
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
         if response.status_code >= 400:
             raise _api_error(response)
         return response
@@ -285,6 +305,12 @@ class Client:
         if job.state == "cancelled":
             raise JobCancelledError(job)
         return job
+
+
+#: Failures after which the same request may simply be sent again (nothing was processed, or
+#: the request is idempotent and the server went away mid-answer).
+_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+              httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

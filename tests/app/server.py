@@ -21,10 +21,12 @@ from app.settings import Settings
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` until the block ends; yields its base URL."""
+def serve(app: FastAPI, port: int = 0) -> Iterator[str]:
+    """Run ``app`` until the block ends; yields its base URL. ``port`` 0: a free one (the OS
+    picks it, so there is no bind race with other runs); a given port restarts a server."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # the OS picks a free port; no bind race with other runs
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
