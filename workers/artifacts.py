@@ -3,9 +3,9 @@ the result document, uploaded to Optuna's artifact store (the dashboard shows th
 
 Two moments write them:
 
-* during the search (:func:`keep_if_best`), a trial that beats every completed trial so far
-  uploads its weights as *trial* artifacts, so the best weights exist whichever worker ran
-  that trial:
+* during the search (:func:`keep_if_best`), a trial that may be recommended (inside the band
+  of the best so far, :func:`workers.results.may_be_recommended`) uploads its weights as
+  *trial* artifacts, so the recommended weights exist whichever worker ran that trial:
 
   - ``patch.safetensors`` — only the tensors the trial changed (apply it to the pretrained
     model with ``app.client.apply_patch``);
@@ -13,9 +13,10 @@ Two moments write them:
   - ``patch-manifest.json`` — the :class:`app.schemas.PatchManifest`, also written into both
     files' safetensors metadata, so the three always agree;
 
-* at the end (:func:`upload_final`), the owner references the best trial's three files and
-  adds ``accuracy_by_part.png``, ``auto_rgn_profile.png``, ``search_history.png`` and
-  ``result.json``; the returned records are listed on the job row so the API streams them.
+* at the end (:func:`upload_final`), the owner references the recommended trial's three files
+  and adds ``accuracy_by_part.png``, ``auto_rgn_profile.png``, ``search_history.png``,
+  ``selection.png`` and ``result.json``; the returned records are listed on the job row so the
+  API streams them.
 
 Safetensors only: no pickle, safe to load from anyone.
 """
@@ -124,8 +125,8 @@ def keep_if_best(artifact_store: Any, job: ClaimedJob, pretrained: nn.Module) ->
 
 def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
                  title: str) -> list[ArtifactRecord]:
-    """Upload the plots and the result document, and reference the best trial's files; the
-    records to list on the job row. ``title`` heads the accuracy plot."""
+    """Upload the plots and the result document, and reference the recommended trial's files;
+    the records to list on the job row. ``title`` heads the accuracy plot."""
     trials = study.get_trials(deepcopy=False)
     picked = result.recommendation
     chosen = None if picked is None else next(
