@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["EpochMetrics", "FinetuneResult"]
+__all__ = ["NON_FINITE_LOSS", "STOPPED_BY_CALLER", "EpochMetrics", "FinetuneResult"]
+
+#: ``FinetuneResult.stop_reason`` when the training or validation loss of epoch
+#: ``len(result.epochs) + 1`` was NaN or infinite (a learning rate too high for the model): that
+#: epoch is not a candidate and training stopped there; the finite epochs before it are kept,
+#: as the reference's selection over epochs keeps them.
+NON_FINITE_LOSS = "non-finite loss"
+#: ``FinetuneResult.stop_reason`` when ``on_epoch`` returned True.
+STOPPED_BY_CALLER = "stopped by on_epoch"
 
 
 @dataclass
@@ -39,3 +47,4 @@ class FinetuneResult:
     tuned_parameter_names: list[str]
     rgn_profile: list[dict[str, float]] | None = None
     precision: str = "fp32"  # what the training ran in: fp32 | bf16 | fp16
+    stop_reason: str | None = None  # None: every epoch ran; NON_FINITE_LOSS | STOPPED_BY_CALLER

@@ -25,7 +25,12 @@ from selector.finetune.batches import SplitData
 from selector.finetune.freeze import OPTIMIZERS, set_trainable
 from selector.finetune.precision import PRECISIONS, Precision, cudnn_benchmark, resolve_precision
 from selector.finetune.prefix_cache import build_prefix_cache
-from selector.finetune.records import EpochMetrics, FinetuneResult
+from selector.finetune.records import (
+    NON_FINITE_LOSS,
+    STOPPED_BY_CALLER,
+    EpochMetrics,
+    FinetuneResult,
+)
 
 __all__ = [
     "EVAL_BATCH_SIZE",
@@ -118,7 +123,7 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
     train_now = bool(trainable) and config.epochs > 0 and method != "none"
     precision = resolve_precision(config.precision, device, work)
     precision.prepare_model(work)
-    run = _Run(work, splits, config, device, precision)
+    run = _Run(work, splits, config, device, precision, initial)
     with torch.random.fork_rng(devices=_cuda_indices(device)), \
             cudnn_benchmark(device, config.deterministic):
         torch.manual_seed(config.seed)
@@ -152,7 +157,7 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
         wall_seconds=time.perf_counter() - started, state_dict=state,
         tuned_parameter_names=ordered,
         rgn_profile=[m.rgn for m in run.history if m.rgn is not None] or None,
-        precision=precision.name)
+        precision=precision.name, stop_reason=run.stop_reason)
 
 
 @dataclass
@@ -164,7 +169,9 @@ class _Run:
     config: TrainConfig
     device: torch.device
     precision: Precision
+    initial: dict[str, Tensor]  # CPU copy of the starting weights
     cache: Any = None
+    stop_reason: str | None = None
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, Tensor] = field(default_factory=dict)
@@ -194,7 +201,13 @@ class _Run:
             order = torch.randperm(train.n, generator=generator)
             loss, acc = self._train_epoch(optimizer, order)
             self.model.eval()
-            val_loss, val_acc = self.eval("val")
+            val_loss, val_acc = (self.eval("val") if math.isfinite(loss)
+                                 else (math.nan, math.nan))
+            if not (math.isfinite(loss) and math.isfinite(val_loss)):
+                # Diverged: these weights are no candidate (argmax over NaN logits is noise) and
+                # later epochs cannot recover them. The finite epochs so far stay candidates.
+                self.stop_reason = NON_FINITE_LOSS
+                break
             test_acc = (self.eval("test")[1] if "test" in self.splits
                         and self.config.test_each_epoch else None)
             metrics = EpochMetrics(epoch, loss, acc, val_loss, val_acc, test_acc,
@@ -203,6 +216,7 @@ class _Run:
             if not self.best_epoch or val_acc > self.history[self.best_epoch - 1].val_acc:
                 self.best_epoch, self.best_state = epoch, self._snapshot()
             if on_epoch is not None and on_epoch(metrics):
+                self.stop_reason = STOPPED_BY_CALLER
                 break
 
     def final_test_acc(self) -> float | None:
@@ -210,10 +224,12 @@ class _Run:
             return None
         if self.best_epoch and self.config.test_each_epoch:
             return self.history[self.best_epoch - 1].test_acc
-        if self.best_epoch:  # load the best weights back and evaluate once
+        # load the best weights back (the starting ones when no epoch is a candidate: training
+        # may have diverged in epoch 1) and evaluate once
+        if self.best_epoch or self.stop_reason == NON_FINITE_LOSS:
             current = self.model.state_dict()
             with torch.no_grad():
-                for key, value in self.best_state.items():
+                for key, value in (self.best_state if self.best_epoch else self.initial).items():
                     current[key].copy_(value)
         return self.eval("test")[1]
 

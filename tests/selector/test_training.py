@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from selector import (
 )
 from selector.finetune import batches as data_module
 from selector.finetune.freeze import make_optimizer
+from selector.finetune.records import NON_FINITE_LOSS, STOPPED_BY_CALLER
 
 FAST = dict(lr=1e-2, epochs=2, batch_size=32)
 
@@ -127,6 +129,8 @@ def test_on_epoch_stops_and_its_exceptions_propagate(tiny_resnet, splits) -> Non
                                on_epoch=lambda m: seen.append(m.epoch) or m.epoch == 2)
     assert seen == [1, 2] and len(result.epochs) == 2
     assert all(e.seconds > 0 for e in result.epochs)
+    assert result.stop_reason == STOPPED_BY_CALLER
+    assert surgical_finetune(tiny_resnet, ["head"], *splits, **FAST).stop_reason is None
 
     class Pruned(Exception):
         pass
@@ -136,6 +140,43 @@ def test_on_epoch_stops_and_its_exceptions_propagate(tiny_resnet, splits) -> Non
 
     with pytest.raises(Pruned):
         surgical_finetune(tiny_resnet, ["head"], *splits, lr=1e-2, epochs=3, on_epoch=prune)
+
+
+def _finite(result) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in result.state_dict.values()
+               if v.is_floating_point())
+
+
+@pytest.mark.parametrize("test_each_epoch", [True, False])
+def test_a_diverging_run_keeps_its_finite_epochs_and_stops(tiny_resnet, splits,
+                                                            test_each_epoch) -> None:
+    """SGD at lr 1e9 on the head: epochs 1-2 stay finite, epoch 3's loss is not. The finite
+    epochs stay candidates (the reference selects over them), training stops at the first
+    non-finite one, and the result says why."""
+    seen = []
+    result = surgical_finetune(tiny_resnet, ["head"], *splits, lr=1e9, epochs=6, optimizer="sgd",
+                               test_each_epoch=test_each_epoch,
+                               on_epoch=lambda m: seen.append(m.epoch))
+    assert result.stop_reason == NON_FINITE_LOSS
+    assert 1 <= len(result.epochs) < 6 and seen == [e.epoch for e in result.epochs]
+    assert all(math.isfinite(v) for e in result.epochs
+               for v in (e.train_loss, e.val_loss, e.val_acc))
+    assert 1 <= result.best_epoch <= len(result.epochs)
+    assert result.best_val_acc == max(e.val_acc for e in result.epochs)
+    assert _finite(result) and result.test_acc is not None
+    patched = copy.deepcopy(tiny_resnet)
+    patched.load_state_dict(result.state_dict)
+    assert evaluate(patched, splits[2])[1] == pytest.approx(result.test_acc)
+
+
+def test_a_run_diverging_in_epoch_1_is_the_untouched_model(tiny_resnet, splits) -> None:
+    result = surgical_finetune(tiny_resnet, ["all"], *splits, lr=1e20, epochs=3, optimizer="sgd",
+                               test_each_epoch=False)
+    assert result.stop_reason == NON_FINITE_LOSS and result.epochs == [] and result.best_epoch == 0
+    assert result.best_val_acc == result.initial_val_acc and _finite(result)
+    assert result.test_acc == evaluate(tiny_resnet, splits[2])[1]
+    for key, value in tiny_resnet.state_dict().items():
+        assert torch.equal(result.state_dict[key], value)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
