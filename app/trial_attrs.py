@@ -18,6 +18,7 @@ DURATION_S = "duration_s"          # float: wall seconds of the trial
 WORKER = "worker"                  # str: worker id that ran the trial
 DEVICE = "device"                  # str: "cpu", "cuda:0", ...
 FAIL_REASON = "fail_reason"        # str: why a trial failed or was pruned
+STOP_REASON = "stop_reason"        # str: why a complete trial trained fewer epochs than asked
 SOURCE = "source"                  # "baseline" | "rgn-pick" | "sampler": why the trial ran
 
 STUDY_PREFIX = "job-"

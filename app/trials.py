@@ -52,6 +52,7 @@ def trial_public(trial: FrozenTrial) -> TrialPublic:
         device=_opt(attrs, ta.DEVICE, str),
         source=_opt(attrs, ta.SOURCE, str),
         fail_reason=_opt(attrs, ta.FAIL_REASON, str),
+        stop_reason=_opt(attrs, ta.STOP_REASON, str),
         datetime_start=trial.datetime_start,
         datetime_complete=trial.datetime_complete,
     )

@@ -17,7 +17,6 @@ Parameters by strategy:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from selector import (
     auto_snr_finetune,
     surgical_finetune,
 )
+from selector.finetune.records import NON_FINITE_LOSS
 from workers.space import ALL, TrialSpec, contiguous, label_for
 
 PART = "part"
@@ -144,10 +144,7 @@ def make_objective(
         def on_epoch(metrics: EpochMetrics) -> bool:
             history.append(metrics.val_acc)
             trial.set_user_attr(attrs.VAL_ACC_PER_EPOCH, list(history))
-            trial.report(metrics.val_acc, metrics.epoch)
-            if not math.isfinite(metrics.train_loss):
-                trial.set_user_attr(attrs.FAIL_REASON, f"training diverged at epoch {metrics.epoch} (loss {metrics.train_loss})")
-                raise optuna.TrialPruned(f"diverged at epoch {metrics.epoch}")
+            trial.report(metrics.val_acc, metrics.epoch)  # always finite: see stop_reason below
             if trial.should_prune():
                 trial.set_user_attr(
                     attrs.FAIL_REASON,
@@ -167,6 +164,17 @@ def make_objective(
             trial.set_user_attr(attrs.FAIL_REASON, f"{type(error).__name__}: {error}")
             trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
             raise
+        if result.stop_reason == NON_FINITE_LOSS:
+            # The engine stopped at the first non-finite loss and kept the finite epochs before
+            # it as candidates (as the reference's selection does): the trial completes with
+            # them. With none (diverged in epoch 1) there is nothing to keep.
+            diverged = f"training diverged in epoch {len(result.epochs) + 1} (non-finite loss)"
+            if not result.epochs:
+                trial.set_user_attr(attrs.FAIL_REASON, diverged)
+                trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
+                raise optuna.TrialPruned(diverged)
+            trial.set_user_attr(attrs.STOP_REASON,
+                                f"{diverged}; epochs 1-{len(result.epochs)} kept as candidates")
         trial.set_user_attr(attrs.VAL_ACC_PER_EPOCH, [m.val_acc for m in result.epochs])
         trial.set_user_attr(attrs.BEST_EPOCH, result.best_epoch)
         trial.set_user_attr(attrs.TEST_ACC, result.test_acc)

@@ -105,6 +105,9 @@ class TrialPublic(BaseModel):
     device: str | None = None
     source: str | None = None
     fail_reason: str | None = None
+    stop_reason: str | None = Field(
+        default=None, description="Why a complete trial trained fewer epochs than asked, e.g. "
+        "its loss turned non-finite (its finite epochs were kept).")
     datetime_start: datetime | None = None
     datetime_complete: datetime | None = None
 

@@ -1,0 +1,78 @@
+"""The objective on a real (tiny) training run: a trial whose loss turns non-finite completes
+with its finite epochs; one that diverges in epoch 1 is pruned with its reason."""
+
+from __future__ import annotations
+
+import optuna
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from app import trial_attrs as attrs
+from selector import discover_groups
+from workers.objective import SearchSpace, TrainingSetup, encode, make_objective
+from workers.space import TrialSpec, label_for
+
+
+class DivergesAfter(nn.Module):
+    """A linear classifier whose logits turn NaN after ``finite_steps`` training batches: the
+    loss of a too-high learning rate, made exact so the test knows which epoch diverges."""
+
+    def __init__(self, finite_steps: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Linear(16, 16)
+        self.fc = nn.Linear(16, 3)
+        self.finite_steps, self.steps = finite_steps, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.fc(torch.relu(self.features(x.flatten(1))))
+        if torch.is_grad_enabled():  # a training batch (evaluation runs under no_grad)
+            self.steps += 1
+        return logits * float("nan") if self.steps > self.finite_steps else logits
+
+
+def _run_one_trial(finite_steps: int) -> optuna.trial.FrozenTrial:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 4, 4, generator=generator)
+    y = (x.flatten(1)[:, :3].argmax(dim=1))  # learnable: the brightest of three pixels
+    model = DivergesAfter(finite_steps).eval()
+    groups = discover_groups(model)
+    setup = TrainingSetup(model=model, groups=groups, train=TensorDataset(x[:48], y[:48]),
+                          val=TensorDataset(x[48:72], y[48:72]),
+                          test=TensorDataset(x[72:], y[72:]), epochs=5, batch_size=16, seed=0,
+                          device="cpu")
+    names = tuple(g.name for g in groups)
+    space = SearchSpace("tpe", names, 1e-3, 1e-1)
+    params, user_attrs = encode(space, TrialSpec("surgical", names, 1e-2,
+                                                 label_for(names, names)))
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(params, user_attrs=user_attrs)
+    study.optimize(make_objective(space, setup, worker_id="w"), n_trials=1)
+    return study.trials[0]
+
+
+def test_a_trial_that_diverges_completes_with_its_finite_epochs() -> None:
+    trial = _run_one_trial(finite_steps=6)  # 3 batches per epoch: epoch 3 turns NaN
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    per_epoch = trial.user_attrs[attrs.VAL_ACC_PER_EPOCH]
+    assert len(per_epoch) == 2 and trial.value == max(per_epoch)
+    assert trial.intermediate_values == {1: per_epoch[0], 2: per_epoch[1]}
+    assert trial.user_attrs[attrs.STOP_REASON] == (
+        "training diverged in epoch 3 (non-finite loss); epochs 1-2 kept as candidates")
+    assert attrs.FAIL_REASON not in trial.user_attrs
+    assert trial.user_attrs[attrs.TEST_ACC] is not None
+
+
+def test_a_trial_that_diverges_in_epoch_1_is_pruned_with_its_reason() -> None:
+    trial = _run_one_trial(finite_steps=1)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs[attrs.FAIL_REASON] == "training diverged in epoch 1 (non-finite loss)"
+    assert trial.intermediate_values == {}
+
+
+def test_a_trial_that_stays_finite_has_no_stop_reason() -> None:
+    trial = _run_one_trial(finite_steps=100)
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert len(trial.user_attrs[attrs.VAL_ACC_PER_EPOCH]) == 5
+    assert attrs.STOP_REASON not in trial.user_attrs
