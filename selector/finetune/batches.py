@@ -50,6 +50,8 @@ class SplitData:
         limit = MATERIALISE_LIMIT_BYTES if limit_bytes is None else limit_bytes
         self.decoded = _decoded(dataset)
         self.streams = False
+        self._loader: DataLoader[Any] | None = None
+        self._order: _Order | None = None
         self.random = has_random_transform(dataset)
         # a randomly transformed dataset is read item by item every epoch: materialising it
         # would freeze one draw of the augmentation
@@ -122,15 +124,28 @@ class SplitData:
         indices = order if order is not None else torch.arange(self.n)
         chunks = [indices[start:start + batch_size] for start in range(0, self.n, batch_size)]
         if self.streams and self.decoded is not None and self.decoded[0].loader_workers > 0:
-            base, idx = self.decoded
-            loader = DataLoader(_BatchReader(base, [idx[c] for c in chunks]), batch_size=None,
-                                num_workers=base.loader_workers,
-                                pin_memory=self.device.type == "cuda")
-            for pair in loader:
-                yield self._on_device(pair)
+            yield from self._streamed(chunks)
             return
         for chunk in chunks:
             yield self.batch(chunk)
+
+    def _streamed(self, chunks: list[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches read by DataLoader worker processes. The loader is built once per split and
+        keeps its workers between epochs (``persistent_workers``): starting processes every
+        epoch costs more than reading a few hundred decoded images. Its batch sampler runs in
+        this process, so each epoch's order is simply handed to it."""
+        assert self.decoded is not None
+        base, idx = self.decoded
+        if self._loader is None:
+            self._order = _Order()
+            self._loader = DataLoader(
+                _Rows(base, idx), batch_sampler=self._order, collate_fn=_as_is,
+                num_workers=base.loader_workers, persistent_workers=True, prefetch_factor=4,
+                pin_memory=self.device.type == "cuda")
+        assert self._order is not None
+        self._order.chunks = [c.tolist() for c in chunks]
+        for pair in self._loader:
+            yield self._on_device(pair)
 
     def _on_device(self, pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """A uint8 batch moved to the device, then normalised there."""
@@ -141,17 +156,37 @@ class SplitData:
         return self.decoded[0].transform.normalise(x), y.long()
 
 
-class _BatchReader(Dataset[tuple[Tensor, Tensor]]):
-    """Item i = the i-th uint8 batch of a decoded dataset (what a DataLoader worker reads)."""
+class _Rows(Dataset[tuple[Tensor, Tensor]]):
+    """The rows ``idx`` of a decoded dataset, read a whole batch at a time (``__getitems__``:
+    one sorted read of the memory map per batch, in a DataLoader worker)."""
 
-    def __init__(self, base: DecodedImages, chunks: list[Tensor]) -> None:
-        self.base, self.chunks = base, chunks
+    def __init__(self, base: DecodedImages, idx: Tensor) -> None:
+        self.base, self.idx = base, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        return self.base.uint8_batch(self.idx[torch.as_tensor(indices, dtype=torch.long)])
+
+
+class _Order:
+    """A batch sampler whose batches are set per epoch (it runs in the training process)."""
+
+    chunks: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.chunks)
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.base.uint8_batch(self.chunks[index])
+
+def _as_is(batch: Any) -> Any:
+    return batch
 
 
 _RANDOM = ("ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix",
