@@ -1,0 +1,234 @@
+"""Does the shift diagnosis (``selector.diagnose_shift``, issue 12) pick the part the grid picks?
+
+For every built-in shift x seed x regime (labelled images per class) it diagnoses the case's
+training split once with the clean source reference as the null (``source=``, the primary
+result) and once without it (the analytic null a user job without source data gets). Where the
+reproduction benchmark's exhaustive grid (``benchmarks/results/runs.csv``) has the same
+(shift, regime, seed), it compares the diagnosis's top-ranked part with the grid's best single
+part (block1/2/3 or head; per part the (lr, epoch) is selected on validation and its test
+accuracy reported, as ``reproduce.py`` does).
+
+Agreement: the top part is the grid's best single part, or within 0.5 point of its test accuracy.
+Regret: best single part's test accuracy minus the top part's (points).
+Cost: the diagnosis's CPU seconds over one full fine-tuning trial of the same case (all parts,
+15 epochs, lr 1e-3, BN eval), timed in this process on one thread.
+
+No threshold here or in the diagnosis was fitted to the built-in answers (see
+``selector/diagnosis/rule.py``: a 99% null quantile and a 2x effect floor, fixed beforehand).
+
+    .venv/bin/python benchmarks/diagnosis.py --quick          # 3 shifts, 1 seed, 25/class
+    .venv/bin/python benchmarks/diagnosis.py --data-dir .cache/bench-data --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.reproduce import read_rows, select  # noqa: E402
+
+PARTS = ("block1", "block2", "block3", "head")
+TOLERANCE = 0.005  # 0.5 point of test accuracy
+QUICK_SHIFTS = ("impulse_noise", "label_flip", "clean")
+FIELDS = ("shift", "kind", "severity", "regime", "seed", "diagnosed", "kind_ok", "top", "ranking",
+          "confidence", "null", "ratios", "accuracy", "mean_confidence", "label_z",
+          "nosource_kind", "nosource_top", "grid_best", "grid_best_test", "top_test",
+          "all_test", "agree", "regret", "diag_cpu_s", "examples", "explanation")
+
+
+def all_shifts() -> list[str]:
+    from selector.builtin import list_shifts
+
+    return [s for s in list_shifts() if s != "none"]  # "none" is an alias of "clean"
+
+
+def grid_tests(runs_csv: Path) -> dict[tuple[str, int, int], dict[str, float]]:
+    """(shift, regime, seed) -> part -> the val-selected run's test accuracy."""
+    out: dict[tuple[str, int, int], dict[str, float]] = defaultdict(dict)
+    for cell in select(read_rows(runs_csv)):
+        out[(cell.shift, cell.regime, cell.seed)][cell.method] = cell.test_acc
+    return out
+
+
+def diagnose_case(shift: str, regime: int, seed: int, data_dir: str) -> dict[str, Any]:
+    from selector import diagnose_shift
+    from selector.builtin import load_case, source_reference
+
+    case = load_case("mnist", shift, None, seed, n_per_class=regime, data_dir=data_dir)
+    source = source_reference(shift, seed, n_per_class=regime)
+    cpu = time.process_time()
+    found = diagnose_shift(case.model, case.train, source=source, seed=seed)
+    cpu = time.process_time() - cpu
+    bare = diagnose_shift(case.model, case.train, seed=seed)
+    return {
+        "shift": shift, "kind": case.kind, "severity": case.severity or "", "regime": regime,
+        "seed": seed, "diagnosed": found.kind, "kind_ok": int(found.kind == case.kind),
+        "top": found.top, "ranking": ">".join(found.ranking),
+        "confidence": f"{found.confidence:.2f}", "null": found.null,
+        "ratios": ";".join(f"{g.name}={g.ratio:.2f}" for g in found.groups if g.layers),
+        "accuracy": f"{found.labels.accuracy:.3f}",
+        "mean_confidence": f"{found.labels.confidence:.3f}",
+        "label_z": f"{found.labels.z:.1f}", "nosource_kind": bare.kind, "nosource_top": bare.top,
+        "diag_cpu_s": f"{cpu:.3f}", "examples": found.examples,
+        "explanation": found.explanation,
+    }
+
+
+def compare(row: dict[str, Any], tests: dict[str, float] | None) -> None:
+    """Fill the grid columns of ``row`` in place (blank where the grid has no such case)."""
+    for key in ("grid_best", "grid_best_test", "top_test", "all_test", "agree", "regret"):
+        row[key] = ""
+    if not tests or not all(p in tests for p in PARTS) or row["top"] not in tests:
+        return
+    best = max(PARTS, key=lambda p: tests[p])
+    top = tests[row["top"]]
+    row.update(grid_best=best, grid_best_test=f"{tests[best]:.4f}", top_test=f"{top:.4f}",
+               all_test=f"{tests.get('all', float('nan')):.4f}",
+               agree=int(row["top"] == best or tests[best] - top <= TOLERANCE + 1e-9),
+               regret=f"{100 * (tests[best] - top):.1f}")
+
+
+def time_full_trial(regime: int, data_dir: str, epochs: int) -> float:
+    """CPU seconds of one full fine-tuning trial (all parts) on impulse_noise, seed 0."""
+    from selector import surgical_finetune
+    from selector.builtin import load_case
+
+    case = load_case("mnist", "impulse_noise", None, 0, n_per_class=regime, data_dir=data_dir)
+    cpu = time.process_time()
+    surgical_finetune(case.model, "all", case.train, case.val, case.test, lr=1e-3,
+                      epochs=epochs, seed=0, device="cpu", test_each_epoch=False)
+    return time.process_time() - cpu
+
+
+def _pct(k: int, n: int) -> str:
+    return f"{k}/{n} ({100 * k / n:.0f}%)" if n else "–"
+
+
+def markdown(rows: Sequence[dict[str, Any]], trial_cpu: dict[int, float], command: str,
+             wall: float) -> str:
+    compared = [r for r in rows if r["agree"] != ""]
+    lines = [f"# Shift diagnosis vs the exhaustive grid ({dt.date.today().isoformat()})", "",
+             f"Command: `{command}` ({wall:.0f} s wall)", "",
+             "## Agreement with the grid's best single part (cases the grid has)", "",
+             "| shift | kind | regime | seed | diagnosed | top part | grid best (test %) | "
+             "top part's test % | agree | regret (pt) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in compared:
+        lines.append(
+            f"| {r['shift']} | {r['kind']} | {r['regime']} | {r['seed']} | {r['diagnosed']} | "
+            f"{r['top']} | {r['grid_best']} ({100 * float(r['grid_best_test']):.1f}) | "
+            f"{100 * float(r['top_test']):.1f} | {'yes' if r['agree'] else 'no'} | {r['regret']} |")
+    agree = sum(int(r["agree"]) for r in compared)
+    regrets = [float(r["regret"]) for r in compared]
+    full_gap = [100 * (float(r["top_test"]) - float(r["all_test"])) for r in compared]
+    lines += ["", f"**Agreement: {_pct(agree, len(compared))}** of the (shift, regime, seed) "
+              "cases the committed grid has.", ""]
+    if regrets:
+        lines += [f"Regret of \"tune what the diagnosis says\" against the grid's best single "
+                  f"part: mean {statistics.mean(regrets):.1f} pt, median "
+                  f"{statistics.median(regrets):.1f}, max {max(regrets):.1f}. Against full "
+                  f"fine-tuning: mean {statistics.mean(full_gap):+.1f} pt (positive = the "
+                  "diagnosed part is better).", ""]
+    lines += ["## Kind right, per shift kind (every built-in shift, seed and regime)", "",
+              "| kind | shifts | with the source null | analytic null (no source) |",
+              "|---|---|---|---|"]
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_kind[r["kind"]].append(r)
+    for kind, group in by_kind.items():
+        shifts = sorted({r["shift"] for r in group})
+        ok = sum(int(r["kind_ok"]) for r in group)
+        bare = sum(int(r["nosource_kind"] == kind) for r in group)
+        lines.append(f"| {kind} | {len(shifts)} | {_pct(ok, len(group))} | "
+                     f"{_pct(bare, len(group))} |")
+    lines += ["", "## Every case", "",
+              "| shift | kind | regime | seeds: diagnosed kind / top (source null) | "
+              "no source | group ratios (seed 0) |", "|---|---|---|---|---|---|"]
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        cells[(r["shift"], int(r["regime"]))].append(r)
+    for (shift, regime), group in cells.items():
+        seen = ", ".join(f"{r['diagnosed']}/{r['top']}" for r in group)
+        bare = ", ".join(f"{r['nosource_kind']}/{r['nosource_top']}" for r in group)
+        lines.append(f"| {shift} | {group[0]['kind']} | {regime} | {seen} | {bare} | "
+                     f"{group[0]['ratios'].replace(';', ', ')} |")
+    lines += ["", "## Cost", "", "| regime | diagnosis CPU s (median, with source pass) | "
+              "one full fine-tuning trial CPU s | ratio |", "|---|---|---|---|"]
+    for regime, trial in sorted(trial_cpu.items()):
+        diag = statistics.median(float(r["diag_cpu_s"]) for r in rows if int(r["regime"]) == regime)
+        lines.append(f"| {regime}/class | {diag:.2f} | {trial:.1f} | {100 * diag / trial:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results "
+                   "(--quick: benchmarks/results-quick)")
+    p.add_argument("--data-dir", default=None,
+                   help="source model cache (default $SURGICAL_DATA_DIR, else .cache/test-data)")
+    p.add_argument("--grid", type=Path, default=ROOT / "benchmarks" / "results" / "runs.csv")
+    p.add_argument("--shifts", type=lambda s: tuple(s.split(",")), default=None)
+    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
+    p.add_argument("--regimes", type=lambda s: tuple(int(x) for x in s.split(",")),
+                   default=(25, 100))
+    p.add_argument("--epochs", type=int, default=15, help="of the timed full fine-tuning trial")
+    p.add_argument("--quick", action="store_true", help=f"{','.join(QUICK_SHIFTS)}, seed 0, "
+                   "25/class, a 3-epoch timing trial")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shifts, args.seeds, args.regimes = QUICK_SHIFTS, (0,), (25,)
+        args.epochs = 3
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / ("results-quick" if args.quick else "results")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    data_dir = str(args.data_dir or os.environ.get("SURGICAL_DATA_DIR")
+                   or ROOT / ".cache" / "test-data")
+    shifts = args.shifts or tuple(all_shifts())
+    grid = grid_tests(args.grid) if args.grid.exists() else {}
+    started = time.perf_counter()
+    rows = []
+    for regime in args.regimes:
+        for shift in shifts:
+            for seed in args.seeds:
+                row = diagnose_case(shift, regime, seed, data_dir)
+                compare(row, grid.get((shift, regime, seed)))
+                rows.append(row)
+                print(f"{shift:>15} {regime:>3}/class seed {seed}: {row['diagnosed']:>8} "
+                      f"top {row['top']:<7} (no source: {row['nosource_kind']}) "
+                      f"{'agree' if row['agree'] == 1 else 'DISAGREE' if row['agree'] == 0 else ''}",
+                      flush=True)
+    trial_cpu = {regime: time_full_trial(regime, data_dir, args.epochs) for regime in args.regimes}
+    wall = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "diagnosis.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    command = " ".join([".venv/bin/python", "benchmarks/diagnosis.py", *(argv or sys.argv[1:])])
+    report = markdown(rows, trial_cpu, command, wall)
+    (args.out / "diagnosis.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
