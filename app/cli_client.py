@@ -129,6 +129,24 @@ def submit(
 
 @remote_app.command()
 @remote
+def diagnose(
+    spec: Annotated[Path, typer.Argument(help="Job spec, .json or .yaml ('-' for stdin JSON).")],
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait.")] = None,
+    url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Diagnose where the spec's shift lives, without training (a 'diagnose' job)."""
+    with Client(url, api_key) as client:
+        found = client.diagnose(load_spec(spec), timeout=timeout, progress=_show_progress(as_json))
+    if as_json:
+        _print_json(found)
+        return
+    from app.tables import diagnosis_table
+
+    _console().print(diagnosis_table(found))
+
+
+@remote_app.command()
+@remote
 def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Show a job's state and progress."""
     with Client(url, api_key) as client:
@@ -242,3 +260,5 @@ def _show_result(client: Client, job_id: str, as_json: bool) -> None:
         console.print(f"transform: {shown}")
     for note in found.notes:
         console.print(f"note: {note}")
+    if found.diagnosis is not None:
+        console.print(f"diagnosis: {found.diagnosis.explanation}")

@@ -45,6 +45,7 @@ from app.schemas import (
     PATCH_FORMAT,
     ArtifactPublic,
     ArtifactsPublic,
+    Diagnosis,
     JobPublic,
     JobResult,
     JobsPublic,
@@ -250,6 +251,21 @@ class Client:
 
     def result(self, job_id: str) -> JobResult:
         return JobResult.model_validate(self._request("GET", f"/v1/jobs/{job_id}/result").json())
+
+    def diagnose(self, spec: Mapping[str, Any] | BaseModel, timeout: float | None = None,
+                 progress: bool = False, poll: float | None = None) -> Diagnosis:
+        """Diagnose where ``spec``'s shift lives without training: submit it as a
+        ``search.strategy = "diagnose"`` job (seconds of forward passes), wait, return the
+        diagnosis. Raises as :meth:`wait` does, and :class:`SurgicalError` when the job could
+        not diagnose (its notes say why)."""
+        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, BaseModel) else dict(spec)
+        body["search"] = {**dict(body.get("search") or {}), "strategy": "diagnose"}
+        job = self.submit(body)
+        self.wait(job.id, timeout=timeout, progress=progress, poll=poll)
+        found = self.result(job.id)
+        if found.diagnosis is None:
+            raise SurgicalError(f"job {job.id} has no diagnosis: {'; '.join(found.notes)}")
+        return found.diagnosis
 
     def artifacts(self, job_id: str) -> list[ArtifactPublic]:
         return ArtifactsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()).data

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich import box
 from rich.table import Table
 
-from app.schemas import JobPublic, JobResult, TrialPublic
+from app.schemas import Diagnosis, JobPublic, JobResult, TrialPublic
 
 
 def _pct(value: float | None) -> str:
@@ -78,4 +78,31 @@ def jobs_table(jobs: Sequence[JobPublic]) -> Table:
             job.id, job.state, f"{p.trials_done}/{p.trials_budget or job.spec.search.max_trials}",
             _pct(p.best_val_acc), p.best_label or "", job.created_at.strftime("%Y-%m-%d %H:%M"),
         )
+    return table
+
+
+def diagnosis_table(diagnosis: Diagnosis, title: str = "shift diagnosis") -> Table:
+    """One row per layer group: its divergence from the reference statistics against what
+    unshifted data shows (the null's mean and 99% point), the ratio, and whether it clearly
+    exceeds; the caption gives the kind, the ranking and the explanation."""
+    table = Table(title=f"{title}: {diagnosis.kind}-level" if diagnosis.kind != "unavailable"
+                  else f"{title}: unavailable")
+    for column in ("group", "layers", "divergence", "null mean", "null 99%", "ratio", "exceeds"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for group in diagnosis.groups:
+        watched = bool(group.layers)
+        table.add_row(
+            group.name, str(len(group.layers)),
+            f"{group.value:.4f}" if watched else "—", f"{group.null_mean:.4f}" if watched else "—",
+            f"{group.null_high:.4f}" if watched else "—",
+            f"{group.ratio:.1f}x" if watched and group.ratio is not None else "—",
+            "yes" if group.exceeds else "",
+        )
+    labels = diagnosis.labels
+    accuracy = "—" if labels.accuracy is None else f"{100 * labels.accuracy:.1f}%"
+    table.caption = (
+        f"tune first: {' > '.join(diagnosis.ranking)} (confidence {diagnosis.confidence:.2f}, "
+        f"null: {diagnosis.null})\nuntouched model on the target labels: accuracy {accuracy} at "
+        f"{100 * labels.confidence:.1f}% mean confidence\n{diagnosis.explanation}"
+    )
     return table

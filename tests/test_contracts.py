@@ -130,3 +130,22 @@ def test_a_scheme_without_a_host_is_no_local_path_on_either_side(uri: str):
         uris.local_path(uri)
     with pytest.raises(ModelLoadError, match="only local files"):
         models_io.local_path(uri)
+
+
+def test_the_diagnosis_crosses_the_torch_boundary_whole():
+    """``selector.ShiftDiagnosis.to_dict()`` is exactly what ``app.schemas.Diagnosis`` accepts:
+    same kinds, same fields, every field kept (a real diagnosis of a tiny model)."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from app.schemas import Diagnosis
+    from selector import diagnose_shift
+    from selector.cifar_resnet import CifarResNet
+    from selector.diagnosis import KINDS
+
+    assert _choices(Diagnosis, "kind") == set(KINDS)
+    torch.manual_seed(0)
+    model = CifarResNet(depth=8, widths=(4, 8, 16), in_channels=1).eval()
+    data = TensorDataset(torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,)))
+    found = diagnose_shift(model, data, source=data).to_dict()
+    assert Diagnosis.model_validate(found).model_dump(mode="json") == found

@@ -15,8 +15,8 @@ Two moments write them:
 
 * at the end (:func:`upload_final`), the owner references the recommended trial's three files
   and adds ``accuracy_by_part.png``, ``auto_rgn_profile.png``, ``search_history.png``,
-  ``selection.png`` and ``result.json``; the returned records are listed on the job row so the
-  API streams them.
+  ``selection.png``, ``diagnosis.png`` (the shift diagnosis) and ``result.json``; the returned
+  records are listed on the job row so the API streams them.
 
 Safetensors only: no pickle, safe to load from anyone.
 """
@@ -153,6 +153,9 @@ def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
         if result.selection is not None:
             add(plots.plot_selection(folder / "selection.png", result),
                 PNG, "validation accuracy against tuned share: the one-SE band and Pareto front")
+        if result.diagnosis is not None and result.diagnosis.groups:
+            add(plots.plot_diagnosis(folder / "diagnosis.png", result.diagnosis),
+                PNG, "shift diagnosis: divergence per layer against the unshifted null band")
         result_path = folder / "result.json"
         result_path.write_text(result.model_dump_json(indent=2))
         add(result_path, JSON, "the recommendation and the leaderboard")

@@ -26,6 +26,7 @@ from app.schemas import JobError, JobResult
 from workers import results
 from workers.artifacts import keep_if_best
 from workers.context import WorkerContext
+from workers.diagnosing import diagnose_job
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
 from workers.loading import JobInputs
@@ -93,6 +94,10 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
     if study.user_attrs.get("setup_done"):
         plan = saved_plan(study)  # a resumed job: its plan was made by an earlier owner
     else:
+        # The diagnosis comes first: forward passes only, before any trial trains
+        diagnosis, diagnosis_note = diagnose_job(inputs, job.spec.seed)
+        ranking = (tuple(diagnosis.ranking) if diagnosis is not None
+                   and diagnosis.kind != "unavailable" and search.strategy == "auto" else None)
         profile = inputs.rgn_profile() if search.strategy in NEEDS_RGN_PROFILE else None
         plan = plan_search(PlanInputs(
             strategy=search.strategy,
@@ -104,9 +109,12 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
             baselines=search.baselines,
             rgn_profile=profile,
             prefer=search.prefer,
+            diagnosis_ranking=ranking,
         ))
         facts = StudyFacts(inputs.baseline(), tuple((g.name, g.num_params) for g in inputs.groups),
-                           inputs.data_record)
+                           inputs.data_record,
+                           diagnosis.model_dump(mode="json") if diagnosis is not None else None,
+                           diagnosis_note)
         study.set_user_attr(PLAN_ATTR, plan.inputs.to_attr())
         study.set_user_attr(FACTS_ATTR, facts.to_attr())
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):

@@ -13,9 +13,10 @@ from typing import Any
 import optuna
 
 from app import store
-from app.schemas import JobResult
+from app.schemas import Diagnosis, JobResult
 from workers import artifacts, results
 from workers.context import WorkerContext
+from workers.diagnosing import agreement_note
 from workers.job import ClaimedJob
 from workers.results import Baseline
 from workers.strategies import PLAN_ATTR, PlanInputs, plan_search
@@ -33,6 +34,9 @@ class StudyFacts:
     baseline: Baseline
     groups: tuple[tuple[str, int], ...]
     data: dict[str, Any] | None = None
+    #: The shift diagnosis (``app.schemas.Diagnosis`` as JSON) and, when it failed, why.
+    diagnosis: dict[str, Any] | None = None
+    diagnosis_note: str | None = None
 
     def to_attr(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,7 +45,7 @@ class StudyFacts:
     def from_attr(cls, saved: Mapping[str, Any]) -> StudyFacts:
         return cls(Baseline(**saved["baseline"]),
                    tuple((str(name), int(size)) for name, size in saved["groups"]),
-                   saved.get("data"))
+                   saved.get("data"), saved.get("diagnosis"), saved.get("diagnosis_note"))
 
 
 def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
@@ -59,7 +63,16 @@ def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
         notes=notes,
         prefer=plan.inputs.prefer,
     )
-    return result.model_copy(update={"data": facts.data})
+    diagnosis = Diagnosis.model_validate(facts.diagnosis) if facts.diagnosis else None
+    notes = list(result.notes)
+    if plan.inputs.strategy == "diagnose":  # nothing was meant to train: no "nothing completed"
+        notes = [n for n in notes if n != results.NOTE_NOTHING_COMPLETED
+                 and not n.startswith(results.NOTE_NOT_TRIED)]
+    if facts.diagnosis_note:
+        notes.append(facts.diagnosis_note)
+    if diagnosis is not None:
+        notes.append(agreement_note(diagnosis, result))
+    return result.model_copy(update={"data": facts.data, "diagnosis": diagnosis, "notes": notes})
 
 
 def finalize_job(ctx: WorkerContext, job: ClaimedJob, study: optuna.Study, *,

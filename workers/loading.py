@@ -38,6 +38,8 @@ class JobInputs:
     description: str
     device: str | None = None
     data_record: dict[str, Any] | None = None  # the resolved transform, split sizes, classes
+    #: Clean images of the source distribution (built-in data only): the diagnosis's null.
+    source: Dataset | None = None
     _baseline: Baseline | None = field(default=None, repr=False)
 
     @property
@@ -83,7 +85,20 @@ def load_inputs(spec: JobSpec, *, data_dir: Path, device: str | None,
     except Exception as error:
         raise InputError(f"cannot load the job's model or data: {type(error).__name__}: {error}") from error
     model.eval()
-    return JobInputs(model, groups, train, val, test, description, device, record)
+    return JobInputs(model, groups, train, val, test, description, device, record,
+                     source=_source_reference(spec))
+
+
+def _source_reference(spec: JobSpec) -> Dataset | None:
+    """Built-in data knows its source distribution; users' own data brings none (the
+    diagnosis then falls back to its analytic null, or says it is unavailable)."""
+    data = spec.data
+    if not isinstance(data, BuiltinData):
+        return None
+    from selector.builtin import source_reference
+
+    return source_reference(data.shift, spec.seed, n_per_class=data.n_per_class,
+                            n_val=data.n_val, n_test=data.n_test)
 
 
 def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader_workers: int = 0

@@ -6,6 +6,8 @@
 * ``search_history.png`` — validation accuracy of every trial in order, with the best so far.
 * ``selection.png`` — validation accuracy (± one standard error) against the tuned share of
   parameters: the band the recommendation is chosen from, the Pareto front, the recommendation.
+* ``diagnosis.png`` — the shift diagnosis: divergence per normalisation layer against the band
+  unshifted data shows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
-from app.schemas import JobResult, LeaderboardRow
+from app.schemas import Diagnosis, JobResult, LeaderboardRow
 
 
 def _pyplot():
@@ -146,6 +148,44 @@ def plot_selection(path: Path, result: JobResult) -> Path:
         else "best validation accuracy"
     ax.set_title(f"Recommendation: {rule}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_diagnosis(path: Path, diagnosis: Diagnosis) -> Path:
+    """Divergence per watched layer (forward order, log scale) against the null band (its mean
+    to its 99% point on unshifted data), groups separated by dotted lines with their threshold."""
+    plt = _pyplot()
+    layers = [(group, layer) for group in diagnosis.groups for layer in group.layers]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(layers) + 2.5), 3.8), dpi=110)
+    xs = list(range(len(layers)))
+    floor = 1e-6
+    ax.fill_between(xs, [max(layer.null_mean, floor) for _, layer in layers],
+                    [max(layer.null_high, floor) for _, layer in layers], step="mid",
+                    color="#c7e9c0", alpha=0.9, lw=0, label="null: mean to 99% (unshifted data)")
+    colours = {"input": "#e6550d", "feature": "#756bb1", "output": "#3182bd"}
+    ax.plot(xs, [max(layer.value, floor) for _, layer in layers], "o-", ms=3, lw=1,
+            color=colours.get(diagnosis.kind, "#636363"), label="target")
+    start = 0
+    for group in diagnosis.groups:
+        if not group.layers:
+            continue
+        end = start + len(group.layers)
+        ax.hlines(max(group.threshold, floor), start - 0.4, end - 0.6, colors="black",
+                  linestyles="--", lw=0.8)
+        ax.text((start + end - 1) / 2, 1.02, group.name + (" *" if group.exceeds else ""),
+                transform=ax.get_xaxis_transform(), ha="center", fontsize=7)
+        if start:
+            ax.axvline(start - 0.5, color="grey", ls=":", lw=0.8)
+        start = end
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [layer.name for _, layer in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("mean symmetric KL per channel")
+    ax.set_title(f"Shift diagnosis: {diagnosis.kind}, tune {diagnosis.ranking[0]} "
+                 f"(dashed: group threshold, *: exceeds)", fontsize=9, pad=14)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

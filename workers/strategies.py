@@ -10,7 +10,10 @@ trials are enqueued before any sampling (the paper's baselines, Auto-RGN's pick)
              Optuna 5's default multivariate TPE with the constant liar, plus a median pruner.
 ``auto-rgn`` Auto-RGN only, over the learning-rate grid.
 ``auto``     (default) enqueue the baselines (last layer, full, Auto-RGN) and the single block
-             the Auto-RGN profile ranks first, then TPE for the rest of the budget.
+             the Auto-RGN profile ranks first, then TPE for the rest of the budget; with a shift
+             diagnosis, the part it ranks first is enqueued too and the first trials run in the
+             diagnosis's order.
+``diagnose`` no trials: the result is the shift diagnosis and the untouched model's accuracy.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from workers.space import (
     rank_groups_by_rgn,
 )
 
-STRATEGIES = ("auto", "paper", "tpe", "auto-rgn")
+STRATEGIES = ("auto", "paper", "tpe", "auto-rgn", "diagnose")
 
 #: The study user attribute that holds the :class:`PlanInputs` (``dataclasses.asdict``).
 PLAN_ATTR = "plan"
@@ -55,6 +58,8 @@ class PlanInputs:
     rgn_profile: dict[str, float] | None = None
     #: The recommendation rule (``search.prefer``): ``workers.results.PREFER``.
     prefer: str = "parsimony"
+    #: The shift diagnosis's ranking of parts (groups and "all"), best first; None: no diagnosis.
+    diagnosis_ranking: tuple[str, ...] | None = None
 
     def to_attr(self) -> dict[str, Any]:
         """JSON-ready form for ``study.set_user_attr(PLAN_ATTR, ...)``."""
@@ -63,7 +68,9 @@ class PlanInputs:
     @classmethod
     def from_attr(cls, saved: Mapping[str, Any]) -> PlanInputs:
         """The inverse of :meth:`to_attr` (JSON turned the tuple into a list)."""
-        return cls(**{**saved, "group_names": tuple(saved["group_names"])})
+        ranking = saved.get("diagnosis_ranking")
+        return cls(**{**saved, "group_names": tuple(saved["group_names"]),
+                      "diagnosis_ranking": tuple(ranking) if ranking is not None else None})
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,9 @@ def plan_search(inputs: PlanInputs) -> SearchPlan:
         return SearchPlan(inputs, space, budget, specs, tuple(notes), ("grid",) * budget)
 
     space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, lr_choices=grid)
+    if strategy == "diagnose":
+        return SearchPlan(inputs, space, 0, (), ("diagnose: no training, only the shift "
+                                                 "diagnosis and the untouched model",), ())
     if strategy == "auto-rgn":
         specs = tuple(TrialSpec("auto-rgn", (), lr, "auto-rgn") for lr in grid)[:max_trials]
         return SearchPlan(inputs, space, len(specs), specs, (), ("grid",) * len(specs))
@@ -126,6 +136,10 @@ def plan_search(inputs: PlanInputs) -> SearchPlan:
                 spec = TrialSpec("surgical", (pick,), lr, label_for(names, (pick,)))
                 enqueued.append((spec, "rgn-pick"))
                 notes.append(f"Auto-RGN ranks {pick} first among the blocks; it is tried early")
+        if inputs.diagnosis_ranking:
+            enqueued = _by_diagnosis(enqueued, inputs.diagnosis_ranking, names, lr, max_trials)
+            notes.append(f"the shift diagnosis ranks {inputs.diagnosis_ranking[0]} first; the "
+                         "first trials follow its ranking")
         enqueued = _unique(enqueued)[:max_trials]
     return SearchPlan(inputs, space, max_trials, tuple(s for s, _ in enqueued), tuple(notes),
                       tuple(r for _, r in enqueued))
@@ -150,6 +164,24 @@ def make_pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
         n_startup_trials=max(len(plan.enqueued), 4),
         n_warmup_steps=max(1, plan.inputs.epochs // 3),
     )
+
+
+def _by_diagnosis(specs: list[tuple[TrialSpec, str]], ranking: tuple[str, ...],
+                  names: tuple[str, ...], lr: float, budget: int) -> list[tuple[TrialSpec, str]]:
+    """Add the diagnosis's top part to the enqueued trials and run them in its ranking's order
+    (parts it does not rank, such as Auto-RGN, after those it does). The baselines are always
+    kept; when the budget is short, the Auto-RGN pick gives way first, then the diagnosis's."""
+    top = ranking[0]
+    if top in names or top == "all":
+        groups = names if top == "all" else (top,)
+        specs = [(TrialSpec("surgical", groups, lr, label_for(names, groups)), "diagnosis-pick"),
+                 *specs]
+    specs = _unique(specs)
+    for source in ("rgn-pick", "diagnosis-pick"):
+        if len(specs) > budget:
+            specs = [item for item in specs if item[1] != source]
+    position = {part: i for i, part in enumerate(ranking)}
+    return sorted(specs, key=lambda item: position.get(item[0].label, len(position)))
 
 
 def _unique(specs: list[tuple[TrialSpec, str]]) -> list[tuple[TrialSpec, str]]:

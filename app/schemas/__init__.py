@@ -21,7 +21,17 @@ from app.schemas.resources import (
     TrialPublic,
     TrialsPublic,
 )
-from app.schemas.result import GroupInfo, JobResult, LeaderboardRow, Recommendation, Selection
+from app.schemas.result import (
+    Diagnosis,
+    DiagnosisGroup,
+    DiagnosisLabels,
+    DiagnosisLayer,
+    GroupInfo,
+    JobResult,
+    LeaderboardRow,
+    Recommendation,
+    Selection,
+)
 from app.schemas.spec import (
     SHIFT_KINDS,
     UNION_TAGS,
@@ -58,6 +68,10 @@ __all__ = [
     "JobLinks",
     "JobProgress",
     "JobPublic",
+    "Diagnosis",
+    "DiagnosisGroup",
+    "DiagnosisLabels",
+    "DiagnosisLayer",
     "JobResult",
     "JobSpec",
     "JobStateName",

@@ -84,6 +84,65 @@ class GroupInfo(_Record):
     share: float = Field(ge=0, le=1)
 
 
+class DiagnosisLayer(_Record):
+    """One watched normalisation layer: its divergence on the target and on unshifted data."""
+
+    name: str
+    group: str
+    channels: int = Field(ge=0)
+    value: float = Field(description="Mean symmetric KL over channels between the target's "
+                         "per-channel Gaussian and the reference (running statistics or source).")
+    null_mean: float = Field(description="The same statistic on unshifted data (mean).")
+    null_high: float = Field(description="Its 99% point.")
+
+
+class DiagnosisGroup(_Record):
+    """A layer group's divergence (mean of its watched layers) against its null."""
+
+    name: str
+    value: float
+    null_mean: float
+    null_high: float
+    threshold: float = Field(description="max(99% null point, 2 x null mean): clearly exceeds.")
+    ratio: float | None = Field(description="value / null_mean (None when the null is 0).")
+    exceeds: bool
+    layers: list[DiagnosisLayer] = Field(description="Empty: the group has no watched layer.")
+
+
+class DiagnosisLabels(_Record):
+    """The untouched model's predictions against the target labels (the output-level signal)."""
+
+    accuracy: float | None = Field(ge=0, le=1, description="None when the labels do not fit "
+                                   "the model's outputs (see note).")
+    confidence: float = Field(ge=0, le=1, description="Mean max softmax probability.")
+    gap: float | None = Field(description="confidence - accuracy.")
+    null_gap: float = Field(description="The same gap on clean source data (0 without it).")
+    z: float | None
+    confidently_wrong: bool
+    source_accuracy: float | None = None
+    source_confidence: float | None = None
+    note: str | None = None
+
+
+class Diagnosis(_Record):
+    """Where the shift lives, from forward passes only (``selector.diagnose_shift``): computed
+    by the worker before any trial."""
+
+    kind: Literal["input", "feature", "output", "none", "unavailable"]
+    ranking: list[str] = Field(description="Parts to tune, best first (groups and 'all').")
+    groups: list[DiagnosisGroup]
+    labels: DiagnosisLabels
+    confidence: float = Field(ge=0, le=1, description="Share of bootstrap resamples of the "
+                              "target on which the same part comes out on top.")
+    explanation: str
+    null: Literal["source-bootstrap", "source-two-sample", "analytic", "none"]
+    examples: int = Field(ge=0)
+    source_examples: int | None = None
+    forward_passes: int = Field(ge=0, le=2)
+    seconds: float = Field(ge=0)
+    reason: str | None = Field(default=None, description="Why the diagnosis is unavailable.")
+
+
 class JobResult(_Record):
     """The search's answer: a recommendation, the leaderboard behind it, and context."""
 
@@ -125,6 +184,9 @@ class JobResult(_Record):
     rgn_profile: dict[str, float] | None = None
     baseline_val_acc: float | None = None
     notes: list[str] = Field(default_factory=list)
+    diagnosis: Diagnosis | None = Field(
+        default=None, description="The shift diagnosis made before the trials (None: it "
+        "failed, see notes).")
     data: dict[str, Any] | None = Field(
         default=None, description="What the trials trained on: the resolved image transform "
         "(preset, resize, image_size, channels, mean, std), split sizes and class names; null "

@@ -252,7 +252,9 @@ UNION_TAGS: dict[str, frozenset[str]] = {
 class SearchSpec(_Strict):
     """How to search: strategy, trial budget and the training recipe shared by every trial."""
 
-    strategy: Literal["auto", "paper", "tpe", "auto-rgn"] = "auto"
+    strategy: Literal["auto", "paper", "tpe", "auto-rgn", "diagnose"] = Field(
+        default="auto", description="'diagnose' runs no training: the shift diagnosis and the "
+        "untouched model's accuracy only (seconds).")
     max_trials: int = Field(default=12, ge=1)
     epochs: int = Field(
         default=DEFAULT_EPOCHS, ge=1,

@@ -3,6 +3,7 @@ the service, which must not import torch)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 __all__ = ["GroupDivergence", "LabelSignals", "LayerDivergence", "ShiftDiagnosis", "KINDS"]
@@ -99,5 +100,7 @@ class ShiftDiagnosis:
         """JSON-ready (floats, strings, lists), the shape the service stores."""
         out = asdict(self)
         out["ranking"] = list(self.ranking)
-        out["groups"] = [{**g, "layers": list(g["layers"])} for g in out["groups"]]
+        out["groups"] = [{**g, "layers": list(g["layers"]),
+                          "ratio": g["ratio"] if math.isfinite(g["ratio"]) else None}
+                         for g in out["groups"]]
         return out

@@ -49,6 +49,7 @@ METHODS = {
     "delete": ["job_id"],
     "trials": ["job_id"],
     "result": ["job_id"],
+    "diagnose": ["spec", "timeout", "progress", "poll"],
     "artifacts": ["job_id"],
     "download": ["job_id", "name", "path"],
     "wait": ["job_id", "timeout", "progress", "poll"],

@@ -110,3 +110,36 @@ def test_sampled_ranges_are_contiguous_and_clipped():
         first = GROUPS.index(spec.groups[0])
         assert spec.groups == GROUPS[first:first + len(spec.groups)]
         assert 1e-5 <= spec.lr <= 1e-1
+
+
+def test_diagnose_plans_no_trials() -> None:
+    plan = plan_search(PlanInputs("diagnose", ("block1", "block2", "head"), 12, 1e-5, 1e-1, 5))
+    assert plan.budget == 0 and plan.enqueued == () and plan.sources == ()
+    assert plan.notes and plan.notes[0].startswith("diagnose")
+
+
+@pytest.mark.parametrize(("ranking", "budget", "first"), [
+    (("block2", "block1", "all", "head"), 12, "block2"),
+    (("head", "block2", "all", "block1"), 12, "head"),
+])
+def test_auto_runs_its_first_trials_in_the_diagnosis_order(ranking, budget, first) -> None:
+    names = ("block1", "block2", "head")
+    plan = plan_search(PlanInputs("auto", names, budget, 1e-5, 1e-1, 5,
+                                  rgn_profile={"block1": 1.0, "block2": 0.5, "head": 0.2},
+                                  diagnosis_ranking=ranking))
+    labels = [spec.label for spec in plan.enqueued]
+    assert labels[0] == first
+    assert {"head", "all", "auto-rgn"} <= set(labels)
+    ranked = [label for label in labels if label in ranking]
+    assert ranked == sorted(ranked, key=ranking.index)
+    assert plan.sources[labels.index(ranking[0])] in ("diagnosis-pick", "baseline")
+    restored = PlanInputs.from_attr(plan.inputs.to_attr())
+    assert restored == plan.inputs
+
+
+def test_a_short_budget_keeps_the_baselines_over_the_picks() -> None:
+    names = ("block1", "block2", "head")
+    plan = plan_search(PlanInputs("auto", names, 3, 1e-5, 1e-1, 5,
+                                  rgn_profile={"block1": 1.0, "block2": 0.5, "head": 0.2},
+                                  diagnosis_ranking=("block2", "block1", "all", "head")))
+    assert sorted(spec.label for spec in plan.enqueued) == ["all", "auto-rgn", "head"]

@@ -1,0 +1,54 @@
+"""The shift diagnosis of a job (issue 12): computed once by the owner before any trial, kept
+with the study's facts, reported in the result, and compared with what the search found.
+
+``selector.diagnose_shift`` does the work (forward passes only); this module only maps its
+findings onto the API's :class:`app.schemas.Diagnosis` and words the leaderboard note.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app.schemas import Diagnosis, JobResult
+from workers.loading import JobInputs
+
+log = logging.getLogger(__name__)
+
+#: Notes that start like this report the diagnosis (tests and readers match on them).
+NOTE_AGREED = "the search agreed with the diagnosis: "
+NOTE_DISAGREED = "the search disagreed with the diagnosis: "
+NOTE_DIAGNOSIS_ONLY = "diagnose: no training ran; "
+NOTE_DIAGNOSIS_FAILED = "the shift diagnosis failed: "
+
+
+def diagnose_job(inputs: JobInputs, seed: int) -> tuple[Diagnosis | None, str | None]:
+    """(the diagnosis, None) or (None, why it failed): a failed diagnosis never fails a job."""
+    from selector import diagnose_shift
+
+    try:
+        found = diagnose_shift(inputs.model, inputs.train, groups=inputs.groups,
+                               source=inputs.source, seed=seed)
+        return Diagnosis.model_validate(found.to_dict()), None
+    except Exception as error:  # a diagnosis is advice: the search runs without it
+        log.exception("shift diagnosis failed")
+        return None, f"{NOTE_DIAGNOSIS_FAILED}{type(error).__name__}: {error}"
+
+
+def agreement_note(diagnosis: Diagnosis, result: JobResult) -> str:
+    """Whether the search's recommendation is the part the diagnosis ranked first."""
+    top = diagnosis.ranking[0]
+    said = f"{diagnosis.kind}-level, tune {top}" if diagnosis.kind != "unavailable" else None
+    if said is None:
+        return f"no diagnosis to compare with ({diagnosis.reason})"
+    picked = result.recommendation
+    if picked is None:
+        return f"{NOTE_DIAGNOSIS_ONLY}the diagnosis says {said} ({diagnosis.explanation})"
+    if picked.label == top:
+        return f"{NOTE_AGREED}both pick {top} ({diagnosis.kind}-level shift)"
+    rows = {row.label: row for row in result.leaderboard}
+    if top in rows:
+        row = rows[top]
+        return (f"{NOTE_DISAGREED}it said {said}; the search recommends {picked.label} "
+                f"({100 * picked.val_acc:.1f}% val) and {top} reached {100 * row.val_acc:.1f}%")
+    return (f"{NOTE_DISAGREED}it said {said}; the search recommends {picked.label} and did not "
+            f"try {top} alone")
