@@ -32,9 +32,11 @@ from selector.io.models_io import build_torchvision
 KINDS = ("head", "block1", "all")
 
 
-def precisions(device: torch.device) -> list[str]:
+def precisions(device: torch.device, quick: bool = False) -> list[str]:
+    """What the device runs. CPU bf16 autocast works but is only fast on CPUs with native bf16
+    (AVX512-BF16/AMX); on others a full-model trial is 50x slower, so --quick skips it."""
     if device.type != "cuda":
-        return ["fp32", "bf16"]
+        return ["fp32"] if quick else ["fp32", "bf16"]
     return ["fp32", *(["bf16"] if torch.cuda.is_bf16_supported() else []), "fp16"]
 
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = args.archs or (["resnet18"] if args.quick else ["resnet18", "resnet50"])
     sizes = args.sizes or ([64] if args.quick else [64, 224])
     images = args.images or (32 if args.quick else 1024 if device.type == "cuda" else 256)
-    chosen = args.precisions or precisions(device)
+    chosen = args.precisions or precisions(device, args.quick)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     lines = [
