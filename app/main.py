@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from app.api.body_limit import BodyLimitMiddleware
@@ -24,6 +25,7 @@ from app.trials import Studies
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # a job spec is a few hundred bytes
+POLL_THREADS = 4
 
 DESCRIPTION = """
 Finds which layers of a pretrained model to fine-tune under distribution shift
@@ -63,6 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.studies = studies
     app.state.artifact_store = make_artifact_store(settings)
+    # Threads for the poll endpoint (app.api.routes.jobs.read_job): few, so that a burst of
+    # polls queues briefly instead of thrashing the GIL.
+    app.state.poll_limiter = CapacityLimiter(POLL_THREADS)
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router, prefix=API_PREFIX)

@@ -22,7 +22,7 @@ from app.settings import Settings
 from app.trials import Studies
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -32,11 +32,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_studies(request: Request) -> Studies:
+async def get_studies(request: Request) -> Studies:
     return request.app.state.studies
 
 
-def get_artifact_store(request: Request) -> Any:
+async def get_artifact_store(request: Request) -> Any:
     return request.app.state.artifact_store
 
 
@@ -48,16 +48,23 @@ ArtifactStoreDep = Annotated[Any, Depends(get_artifact_store)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `surgical keys create`.")
 
 
-def _owner_of(request: Request) -> str:
-    """The owner of the request's API key ("local" when auth is off), in its own transaction."""
+def owner_of(request: Request, session: Session) -> str:
+    """The owner of the request's API key ("local" when auth is off); Unauthorized otherwise."""
     settings: Settings = request.app.state.settings
     if not settings.auth:
         return LOCAL_OWNER
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    return authenticate(session, key.strip())
+
+
+def _owner_in_own_transaction(request: Request) -> str:
     with session_scope(request.app.state.session_factory) as session:
-        return authenticate(session, key.strip())
+        return owner_of(request, session)
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class AuthenticatedRoute(APIRoute):
@@ -65,28 +72,31 @@ class AuthenticatedRoute(APIRoute):
 
     FastAPI parses the JSON body before it solves dependencies, so an unauthenticated client
     sending a malformed body would learn about our validation (422) instead of getting 401.
-    The owner is kept on ``request.state`` for :func:`get_owner`.
+    For methods that carry a body the owner is found first and kept on ``request.state`` for
+    :func:`get_owner`; other requests authenticate in :func:`get_owner`, which FastAPI solves
+    before it validates path, query and header parameters.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def authenticated(request: Request) -> Response:
-            request.state.owner = await run_in_threadpool(_owner_of, request)
+            if request.method in _BODY_METHODS:
+                request.state.owner = await run_in_threadpool(_owner_in_own_transaction, request)
             return await handler(request)
 
         return authenticated
 
 
-def get_owner(
-    request: Request,
-    # Declared for OpenAPI (the bearer security scheme); AuthenticatedRoute did the checking.
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The owner :class:`AuthenticatedRoute` found for this request."""
+#: Declares the bearer security scheme in OpenAPI; the key is checked by :func:`owner_of`.
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def get_owner(request: Request, _credentials: BearerDep) -> str:
+    """The owner of the request's API key (found once per request)."""
     owner = getattr(request.state, "owner", None)
     if owner is None:
-        owner = _owner_of(request)
+        owner = await run_in_threadpool(_owner_in_own_transaction, request)
     return owner
 
 
