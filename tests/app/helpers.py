@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import store
 from app.db import session_scope
 from app.models import Job, JobState, utcnow
-from app.schemas import JobSpec
+from app.schemas import JobResult, JobSpec
 
 MINIMAL: dict[str, Any] = {
     "model": {"source": "builtin", "name": "mnist-resnet"},
@@ -32,6 +32,8 @@ RESULT: dict[str, Any] = {
     "baseline_val_acc": 0.62,
     "notes": ["smoke"],
 }  # fmt: skip
+#: RESULT as the store keeps it and the API serves it: every optional field filled in.
+RESULT_STORED: dict[str, Any] = JobResult.model_validate(RESULT).model_dump(mode="json")
 
 
 def spec(**search: Any) -> JobSpec:

@@ -22,7 +22,7 @@ from app.artifacts import make_artifact_store
 from app.db import make_engine, make_session_factory, session_scope
 from app.main import MAX_BODY_BYTES, create_app
 from app.settings import Settings
-from tests.app.helpers import MINIMAL, RESULT, force_running
+from tests.app.helpers import MINIMAL, RESULT, RESULT_STORED, force_running
 from tests.app.server import Api, serve
 
 PROBLEM = "application/problem+json"
@@ -204,7 +204,7 @@ def test_trials_result_artifacts_and_delete(client: httpx.Client, api: Api) -> N
         })  # fmt: skip
         assert store.finish(session, job_id, "w1", RESULT)
 
-    assert client.get(f"/v1/jobs/{job_id}/result").json() == RESULT
+    assert client.get(f"/v1/jobs/{job_id}/result").json() == RESULT_STORED
     listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"]
     assert [a["name"] for a in listed] == ["best weights.bin"]
     download = client.get(listed[0]["href"])

@@ -14,7 +14,7 @@ from app import store
 from app.db import session_scope
 from app.errors import Conflict, Invalid, NotFound
 from app.models import Job, JobState, utcnow
-from tests.app.helpers import RESULT, force_running, spec, state_of, submit
+from tests.app.helpers import RESULT, RESULT_STORED, force_running, spec, state_of, submit
 
 
 def test_create_get_and_owner_isolation(factory: sessionmaker[Session]) -> None:
@@ -184,7 +184,7 @@ def test_transitions_are_guarded_by_owner_and_state(factory: sessionmaker[Sessio
         assert not store.release(session, job_id, "w2")
         assert store.finish(session, job_id, "w1", RESULT)
     job = state_of(factory, job_id)
-    assert job.state == JobState.succeeded and job.result == RESULT and job.finished_at
+    assert job.state == JobState.succeeded and job.result == RESULT_STORED and job.finished_at
     with session_scope(factory) as session:  # finished: every transition is refused
         assert not store.heartbeat(session, job_id, "w1")
         assert not store.fail(session, job_id, "w1", {"type": "E", "detail": "d"})
