@@ -19,7 +19,9 @@ WORKER = "worker"                  # str: worker id that ran the trial
 DEVICE = "device"                  # str: "cpu", "cuda:0", ...
 FAIL_REASON = "fail_reason"        # str: why a trial failed or was pruned
 STOP_REASON = "stop_reason"        # str: why a complete trial trained fewer epochs than asked
-SOURCE = "source"                  # "baseline" | "rgn-pick" | "sampler": why the trial ran
+SPEC_KEY = "spec_key"              # str: method|groups|lr|epochs, equal for duplicate runs
+DUPLICATE_OF = "duplicate_of"      # int: the trial whose run this one reused (not trained)
+SOURCE = "source"                  # "first-rung" | "grid" | "sampler": why the trial ran
 
 STUDY_PREFIX = "job-"
 

@@ -10,9 +10,15 @@ Parameters by strategy:
 
 * ``paper`` — ``part`` (categorical: a group name, ``all`` or ``auto-rgn``) and ``lr``
   (categorical over the paper's grid), explored exhaustively by a grid sampler.
-* every other strategy — ``start``/``length`` (ints, a contiguous range of groups) and ``lr``
-  (log-uniform); trials that run a different method (``auto-rgn``) are enqueued with a
-  ``method`` user attribute and only ``lr`` as parameter.
+* ``tpe`` and ``auto`` — ``part`` (categorical over the plan's parts: every contiguous range
+  of groups exactly once, labelled like the leaderboard, plus ``auto-rgn`` for ``auto``) and
+  ``lr`` (log-uniform over the user's range). The former (start, length) integers clipped at
+  the head mapped several pairs onto one range and ran duplicates.
+* ``auto-rgn`` — ``lr`` only.
+
+A job never trains the same (method, groups, lr, epochs) twice: a trial whose spec matches a
+completed one takes its outcome without training (``duplicate_of``), one that matches a running
+trial is pruned with that reason.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -36,11 +43,9 @@ from selector import (
     surgical_finetune,
 )
 from selector.finetune.records import NON_FINITE_LOSS
-from workers.space import ALL, TrialSpec, contiguous, label_for
+from workers.space import TrialSpec, contiguous_parts
 
 PART = "part"
-START = "start"
-LENGTH = "length"
 LR = "lr"
 
 
@@ -56,43 +61,51 @@ class SearchSpace:
     parts: tuple[str, ...] = ()
 
     def part_spec(self, part: str, lr: float) -> TrialSpec:
-        """The trial a paper-table part names: a group, ``all`` or ``auto-rgn`` (the one
-        mapping, used to enqueue the grid and to decode its trials)."""
-        if part == "auto-rgn":
-            return TrialSpec("auto-rgn", (), lr, "auto-rgn")
-        groups = self.group_names if part == ALL else (part,)
-        return TrialSpec("surgical", groups, lr, label_for(self.group_names, groups))
+        """The trial a part names: a contiguous range's label (a group, ``first..last`` or
+        ``all``) or ``auto-rgn`` (the one mapping, used to enqueue trials and to decode them)."""
+        if part in ("auto-rgn", "auto-snr"):
+            return TrialSpec(part, (), lr, part)
+        for candidate in contiguous_parts(self.group_names):
+            if candidate.label == part:
+                return TrialSpec("surgical", candidate.groups, lr, candidate.label)
+        raise ValueError(f"unknown part {part!r} for groups {list(self.group_names)}")
 
     def decode(self, trial: optuna.Trial) -> TrialSpec:
         """Map a live Optuna trial onto a plain spec, suggesting any parameter not yet fixed."""
-        if self.strategy == "paper":
-            part = str(trial.suggest_categorical(PART, list(self.parts)))
-            lr = float(trial.suggest_categorical(LR, list(self.lr_choices)))
-            return self.part_spec(part, lr)
-
-        method = str(trial.user_attrs.get(attrs.METHOD, "surgical"))
         if self.strategy == "auto-rgn":
-            method = "auto-rgn"
-        lr = trial.suggest_float(LR, self.lr_min, self.lr_max, log=True)
-        if method in ("auto-rgn", "auto-snr"):
-            return TrialSpec(method, (), lr, method)
-        depth = len(self.group_names)
-        start = trial.suggest_int(START, 0, depth - 1)
-        length = trial.suggest_int(LENGTH, 1, depth)
-        groups = contiguous(self.group_names, start, length)
-        return TrialSpec("surgical", groups, lr, label_for(self.group_names, groups))
+            return TrialSpec("auto-rgn", (), trial.suggest_float(LR, self.lr_min, self.lr_max,
+                                                                 log=True), "auto-rgn")
+        part = str(trial.suggest_categorical(PART, list(self.parts)))
+        if self.strategy == "paper":
+            lr = float(trial.suggest_categorical(LR, list(self.lr_choices)))
+        else:
+            lr = trial.suggest_float(LR, self.lr_min, self.lr_max, log=True)
+        return self.part_spec(part, lr)
 
 
 def encode(space: SearchSpace, spec: TrialSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parameters and user attributes that make ``decode`` return ``spec`` (for enqueueing)."""
     user_attrs: dict[str, Any] = {attrs.METHOD: spec.method, attrs.LABEL: spec.label}
-    if space.strategy == "paper":
-        part = "auto-rgn" if spec.method == "auto-rgn" else spec.label
-        return {PART: part, LR: spec.lr}, user_attrs
-    if spec.method != "surgical":
+    if space.strategy == "auto-rgn":
         return {LR: spec.lr}, user_attrs
-    start = space.group_names.index(spec.groups[0])
-    return {START: start, LENGTH: len(spec.groups), LR: spec.lr}, user_attrs
+    part = spec.method if spec.method in ("auto-rgn", "auto-snr") else spec.label
+    return {PART: part, LR: spec.lr}, user_attrs
+
+
+def spec_key(spec: TrialSpec, epochs: int) -> str:
+    """What makes two trials the same run: method, groups, learning rate (4 significant
+    digits) and epochs."""
+    return f"{spec.method}|{'+'.join(spec.groups)}|{spec.lr:.4g}|{epochs}"
+
+
+def find_duplicate(study: optuna.Study, number: int, key: str) -> optuna.trial.FrozenTrial | None:
+    """A completed, running or pruned trial of ``study`` other than ``number`` with the same
+    key (completed ones first: their outcome can be reused)."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+    others = [t for t in study.get_trials(deepcopy=False, states=states)
+              if t.number != number and t.user_attrs.get(attrs.SPEC_KEY) == key]
+    others.sort(key=lambda t: (t.state != TrialState.COMPLETE, t.number))
+    return others[0] if others else None
 
 
 @dataclass
@@ -132,6 +145,11 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         spec = space.decode(trial)
+        key = spec_key(spec, setup.epochs)
+        trial.set_user_attr(attrs.SPEC_KEY, key)
+        twin = find_duplicate(trial.study, trial.number, key)
+        if twin is not None:
+            return reuse(trial, twin)
         trial.set_user_attr(attrs.LABEL, spec.label)
         trial.set_user_attr(attrs.METHOD, spec.method)
         trial.set_user_attr(attrs.GROUPS, list(spec.groups) if spec.method == "surgical" else [])
@@ -190,6 +208,21 @@ def make_objective(
     return objective
 
 
+def reuse(trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> float:
+    """A duplicate: take a completed twin's outcome without training, or prune when the twin
+    is running (its outcome will be on the leaderboard) or was pruned."""
+    trial.set_user_attr(attrs.DUPLICATE_OF, twin.number)
+    if twin.state != TrialState.COMPLETE or twin.value is None:
+        why = f"duplicate of {twin.state.name.lower()} trial {twin.number}"
+        trial.set_user_attr(attrs.FAIL_REASON, why)
+        raise optuna.TrialPruned(why)
+    for name, value in twin.user_attrs.items():
+        if name not in (attrs.DUPLICATE_OF, attrs.WORKER) and not name.endswith("_artifact_id"):
+            trial.set_user_attr(name, value)
+    trial.set_user_attr(attrs.DURATION_S, 0.0)
+    return float(twin.value)
+
+
 def run_spec(
     spec: TrialSpec,
     setup: TrainingSetup,
@@ -207,6 +240,9 @@ def run_spec(
         groups=list(setup.groups),
         precision=setup.precision,
         deterministic=setup.deterministic,
+        # Test accuracy is recorded only at the validation-selected epoch: evaluating the test
+        # split every epoch would cost as much as training on 25 images per class.
+        test_each_epoch=False,
     )
     if spec.method == "surgical":
         return surgical_finetune(

@@ -1,18 +1,19 @@
 """Search strategies: which sampler and pruner a job's study uses, its trial budget, and which
-trials are enqueued before any sampling (the paper's baselines, Auto-RGN's pick).
+trials are enqueued before any sampling (the paper's grid, auto's first rung).
 
 ``paper``    exactly the paper's protocol: every single group (blocks, then the head as "last
              layer"), everything, and Auto-RGN (with baselines), over the paper's learning-rate
              grid; a grid sampler covers it exhaustively, so the budget is the grid's size. Its
              epochs default to the paper's 15 (``app.schemas.spec.PAPER_EPOCHS``); other epoch
              counts are named in the result's notes.
-``tpe``      contiguous group ranges (start, length) and a log-uniform learning rate under
-             Optuna 5's default multivariate TPE with the constant liar, plus a median pruner.
+``tpe``      every contiguous group range (a categorical ``part``, each range once) and a
+             log-uniform learning rate under Optuna 5's default multivariate TPE with the
+             constant liar, plus a median pruner.
 ``auto-rgn`` Auto-RGN only, over the learning-rate grid.
-``auto``     (default) enqueue the baselines (last layer, full, Auto-RGN) and the single block
-             the Auto-RGN profile ranks first, then TPE for the rest of the budget; with a shift
-             diagnosis, the part it ranks first is enqueued too and the first trials run in the
-             diagnosis's order.
+``auto``     (default) a first rung of every part at a part-aware learning rate, ordered by the
+             shift diagnosis when there is one, successive halving on the per-epoch reports,
+             then learning-rate refinement of the top parts and contiguous ranges
+             (``workers/auto_search.py``).
 ``diagnose`` no trials: the result is the shift diagnosis and the untouched model's accuracy.
 """
 
@@ -25,17 +26,15 @@ from typing import Any
 import optuna
 
 from app.schemas.spec import PAPER_EPOCHS
-from workers.objective import SearchSpace
-from workers.space import (
-    DEFAULT_BASELINE_LR,
-    TrialSpec,
-    baseline_specs,
-    clip_lr,
-    label_for,
-    lr_grid,
-    paper_parts,
-    rank_groups_by_rgn,
+from workers.auto_search import (
+    REDUCTION_FACTOR,
+    AutoSampler,
+    first_rung,
+    first_rung_epochs,
+    make_auto_pruner,
 )
+from workers.objective import SearchSpace
+from workers.space import TrialSpec, contiguous_parts, lr_grid, paper_parts
 
 STRATEGIES = ("auto", "paper", "tpe", "auto-rgn", "diagnose")
 
@@ -59,6 +58,7 @@ class PlanInputs:
     #: The recommendation rule (``search.prefer``): ``workers.results.PREFER``.
     prefer: str = "parsimony"
     #: The shift diagnosis's ranking of parts (groups and "all"), best first; None: no diagnosis.
+    #: It orders ``auto``'s first rung.
     diagnosis_ranking: tuple[str, ...] | None = None
 
     def to_attr(self) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class PlanInputs:
         """The inverse of :meth:`to_attr` (JSON turned the tuple into a list)."""
         ranking = saved.get("diagnosis_ranking")
         return cls(**{**saved, "group_names": tuple(saved["group_names"]),
-                      "diagnosis_ranking": tuple(ranking) if ranking is not None else None})
+                      "diagnosis_ranking": None if ranking is None else tuple(ranking)})
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class SearchPlan:
     budget: int
     enqueued: tuple[TrialSpec, ...] = ()
     notes: tuple[str, ...] = ()
-    #: Why each enqueued trial runs ("baseline", "rgn-pick", "grid"), parallel to ``enqueued``.
+    #: Why each enqueued trial runs ("first-rung", "grid"), parallel to ``enqueued``.
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -112,37 +112,31 @@ def plan_search(inputs: PlanInputs) -> SearchPlan:
             notes.append(f"{inputs.epochs} epochs per trial, not the paper's {PAPER_EPOCHS}")
         return SearchPlan(inputs, space, budget, specs, tuple(notes), ("grid",) * budget)
 
-    space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, lr_choices=grid)
     if strategy == "diagnose":
+        space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, lr_choices=grid)
         return SearchPlan(inputs, space, 0, (), ("diagnose: no training, only the shift "
                                                  "diagnosis and the untouched model",), ())
     if strategy == "auto-rgn":
+        space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, lr_choices=grid)
         specs = tuple(TrialSpec("auto-rgn", (), lr, "auto-rgn") for lr in grid)[:max_trials]
         return SearchPlan(inputs, space, len(specs), specs, (), ("grid",) * len(specs))
 
     if strategy not in ("auto", "tpe"):
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    enqueued: list[tuple[TrialSpec, str]] = []
-    notes = []
-    if strategy == "auto":
-        lr = clip_lr(DEFAULT_BASELINE_LR, inputs.lr_min, inputs.lr_max)
-        if inputs.baselines:
-            enqueued.extend((spec, "baseline") for spec in baseline_specs(names, lr))
-        if inputs.rgn_profile:
-            ranked = rank_groups_by_rgn(inputs.rgn_profile, names)
-            blocks = [name for name in ranked if name != names[-1]]
-            if blocks:
-                pick = blocks[0]
-                spec = TrialSpec("surgical", (pick,), lr, label_for(names, (pick,)))
-                enqueued.append((spec, "rgn-pick"))
-                notes.append(f"Auto-RGN ranks {pick} first among the blocks; it is tried early")
-        if inputs.diagnosis_ranking:
-            enqueued = _by_diagnosis(enqueued, inputs.diagnosis_ranking, names, lr, max_trials)
-            notes.append(f"the shift diagnosis ranks {inputs.diagnosis_ranking[0]} first; the "
-                         "first trials follow its ranking")
-        enqueued = _unique(enqueued)[:max_trials]
-    return SearchPlan(inputs, space, max_trials, tuple(s for s, _ in enqueued), tuple(notes),
-                      tuple(r for _, r in enqueued))
+    parts = tuple(part.label for part in contiguous_parts(names))
+    if strategy == "tpe":
+        space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, parts=parts)
+        return SearchPlan(inputs, space, max_trials)
+    space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max,
+                        parts=(*parts, "auto-rgn") if inputs.baselines else parts)
+    rung = first_rung(names, inputs.lr_min, inputs.lr_max, ranking=inputs.diagnosis_ranking,
+                      auto_rgn=inputs.baselines)[:max_trials]
+    order = "the shift diagnosis" if inputs.diagnosis_ranking else "a fixed order"
+    notes = (f"auto: {len(rung)} first-rung candidates in {order} "
+             f"({', '.join(f'{s.label}@{s.lr:g}' for s in rung)}), successive halving from "
+             f"epoch {first_rung_epochs(inputs.epochs)} (reduction factor {REDUCTION_FACTOR}), then "
+             "the learning rate of the top parts refined and contiguous ranges tried",)
+    return SearchPlan(inputs, space, max_trials, tuple(rung), notes, ("first-rung",) * len(rung))
 
 
 def make_sampler(plan: SearchPlan, seed: int) -> optuna.samplers.BaseSampler:
@@ -151,6 +145,8 @@ def make_sampler(plan: SearchPlan, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GridSampler(
             {"part": list(plan.space.parts), "lr": list(plan.space.lr_choices)}, seed=seed
         )
+    if plan.space.strategy == "auto":
+        return AutoSampler(plan.space, plan.inputs.epochs, seed)
     startup = max(3, min(10, plan.budget // 3))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
@@ -160,39 +156,12 @@ def make_pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     (the grid must be complete to be the paper's table)."""
     if plan.space.strategy in ("paper", "auto-rgn"):
         return optuna.pruners.NopPruner()
+    if plan.space.strategy == "auto":
+        return make_auto_pruner(plan.inputs.epochs)
     return optuna.pruners.MedianPruner(
         n_startup_trials=max(len(plan.enqueued), 4),
         n_warmup_steps=max(1, plan.inputs.epochs // 3),
     )
-
-
-def _by_diagnosis(specs: list[tuple[TrialSpec, str]], ranking: tuple[str, ...],
-                  names: tuple[str, ...], lr: float, budget: int) -> list[tuple[TrialSpec, str]]:
-    """Add the diagnosis's top part to the enqueued trials and run them in its ranking's order
-    (parts it does not rank, such as Auto-RGN, after those it does). The baselines are always
-    kept; when the budget is short, the Auto-RGN pick gives way first, then the diagnosis's."""
-    top = ranking[0]
-    if top in names or top == "all":
-        groups = names if top == "all" else (top,)
-        specs = [(TrialSpec("surgical", groups, lr, label_for(names, groups)), "diagnosis-pick"),
-                 *specs]
-    specs = _unique(specs)
-    for source in ("rgn-pick", "diagnosis-pick"):
-        if len(specs) > budget:
-            specs = [item for item in specs if item[1] != source]
-    position = {part: i for i, part in enumerate(ranking)}
-    return sorted(specs, key=lambda item: position.get(item[0].label, len(position)))
-
-
-def _unique(specs: list[tuple[TrialSpec, str]]) -> list[tuple[TrialSpec, str]]:
-    seen: set[tuple[str, tuple[str, ...], float]] = set()
-    unique = []
-    for spec, source in specs:
-        key = (spec.method, spec.groups, spec.lr)
-        if key not in seen:
-            seen.add(key)
-            unique.append((spec, source))
-    return unique
 
 
 __all__ = [

@@ -32,17 +32,33 @@ def test_paper_plan_respects_the_learning_rate_range():
     assert plan.budget == 5 * 2
 
 
-def test_auto_plan_enqueues_baselines_and_the_rgn_pick():
-    profile = {"block1": 0.4, "block2": 0.9, "block3": 0.2, "head": 1.0}
-    plan = make_plan("auto", GROUPS, max_trials=10, lr_min=1e-5, lr_max=1e-1, rgn_profile=profile)
-    assert [s.label for s in plan.enqueued] == ["head", "all", "auto-rgn", "block2"]
-    assert plan.sources == ("baseline", "baseline", "baseline", "rgn-pick")
-    assert plan.budget == 10
+def test_auto_plan_enqueues_every_part_at_a_part_aware_lr_in_a_fixed_order():
+    plan = make_plan("auto", GROUPS, max_trials=10, lr_min=1e-5, lr_max=1e-1)
+    assert [(s.label, s.lr) for s in plan.enqueued] == [
+        ("block1", 1e-3), ("head", 1e-1), ("block3", 1e-3), ("all", 1e-3), ("block2", 1e-3),
+        ("auto-rgn", 1e-3)]
+    assert set(plan.sources) == {"first-rung"} and plan.budget == 10
+    assert "a fixed order" in plan.notes[0]
+
+
+def test_auto_plan_follows_the_diagnosis_ranking_and_the_users_lr_range():
+    plan = plan_search(PlanInputs("auto", GROUPS, 10, 1e-4, 3e-2, 10,
+                                  diagnosis_ranking=("head", "block3", "unknown-part")))
+    assert [(s.label, s.lr) for s in plan.enqueued][:3] == [
+        ("head", 3e-2), ("block3", 1e-3), ("block1", 1e-3)]
+    assert "the shift diagnosis" in plan.notes[0]
 
 
 def test_auto_plan_never_enqueues_more_than_the_budget():
     plan = make_plan("auto", GROUPS, max_trials=2, lr_min=1e-5, lr_max=1e-1)
     assert len(plan.enqueued) == 2
+
+
+def test_tpe_chooses_among_each_contiguous_range_once():
+    plan = make_plan("tpe", GROUPS, max_trials=5, lr_min=1e-5, lr_max=1e-1)
+    assert len(plan.space.parts) == len(set(plan.space.parts)) == 10 and not plan.enqueued
+    groups = [plan.space.part_spec(p, 1e-3).groups for p in plan.space.parts]
+    assert len(set(groups)) == 10
 
 
 def test_unknown_strategy_is_refused():
@@ -55,7 +71,8 @@ def test_the_plan_is_saved_as_data_and_rebuilt_identically():
     storage; a helper rebuilds exactly the same plan from it."""
     profile = {"block1": 0.4, "block2": 0.9, "block3": 0.2, "head": 1.0}
     for strategy in ("auto", "paper", "tpe", "auto-rgn"):
-        inputs = PlanInputs(strategy, GROUPS, 7, 1e-4, 1e-1, 3, True, profile)
+        inputs = PlanInputs(strategy, GROUPS, 7, 1e-4, 1e-1, 3, True, profile,
+                            prefer="accuracy", diagnosis_ranking=("block2", "head"))
         saved = json.loads(json.dumps(inputs.to_attr()))
         assert PlanInputs.from_attr(saved) == inputs
         assert plan_search(PlanInputs.from_attr(saved)) == plan_search(inputs)
@@ -92,7 +109,8 @@ def test_paper_spec_mapping_is_the_one_the_objective_decodes():
 )
 def test_encode_then_decode_round_trips_through_a_real_study(strategy, spec):
     space = SearchSpace(strategy, GROUPS, 1e-5, 1e-1, lr_choices=PAPER_LRS,
-                        parts=("block1", "block2", "block3", "head", "all", "auto-rgn"))
+                        parts=("block1", "block2", "block3", "head", "block1..block2", "all",
+                               "auto-rgn"))
     study = optuna.create_study(direction="maximize")
     params, user_attrs = encode(space, spec)
     study.enqueue_trial(params, user_attrs=user_attrs)
@@ -102,14 +120,18 @@ def test_encode_then_decode_round_trips_through_a_real_study(strategy, spec):
         spec.method, spec.groups, spec.lr, spec.label)
 
 
-def test_sampled_ranges_are_contiguous_and_clipped():
-    space = SearchSpace("tpe", GROUPS, 1e-5, 1e-1)
+def test_sampled_ranges_are_contiguous_and_never_the_same_range_under_two_names():
+    plan = make_plan("tpe", GROUPS, max_trials=5, lr_min=1e-5, lr_max=1e-1)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
-    for _ in range(40):
-        spec = space.decode(study.ask())
+    names_of: dict[tuple[str, ...], set[str]] = {}
+    for _ in range(60):
+        trial = study.ask()
+        spec = plan.space.decode(trial)
         first = GROUPS.index(spec.groups[0])
         assert spec.groups == GROUPS[first:first + len(spec.groups)]
         assert 1e-5 <= spec.lr <= 1e-1
+        names_of.setdefault(spec.groups, set()).add(str(trial.params["part"]))
+    assert all(len(names) == 1 for names in names_of.values())
 
 
 def test_diagnose_plans_no_trials() -> None:
@@ -132,14 +154,14 @@ def test_auto_runs_its_first_trials_in_the_diagnosis_order(ranking, budget, firs
     assert {"head", "all", "auto-rgn"} <= set(labels)
     ranked = [label for label in labels if label in ranking]
     assert ranked == sorted(ranked, key=ranking.index)
-    assert plan.sources[labels.index(ranking[0])] in ("diagnosis-pick", "baseline")
+    assert plan.sources[labels.index(ranking[0])] == "first-rung"
     restored = PlanInputs.from_attr(plan.inputs.to_attr())
     assert restored == plan.inputs
 
 
-def test_a_short_budget_keeps_the_baselines_over_the_picks() -> None:
+def test_a_short_budget_keeps_the_diagnosis_top_parts() -> None:
     names = ("block1", "block2", "head")
     plan = plan_search(PlanInputs("auto", names, 3, 1e-5, 1e-1, 5,
                                   rgn_profile={"block1": 1.0, "block2": 0.5, "head": 0.2},
                                   diagnosis_ranking=("block2", "block1", "all", "head")))
-    assert sorted(spec.label for spec in plan.enqueued) == ["all", "auto-rgn", "head"]
+    assert [spec.label for spec in plan.enqueued] == ["block2", "block1", "all"]

@@ -1,0 +1,387 @@
+"""Search efficiency (issue 11): how close each strategy's recommendation comes to the
+exhaustive grid's, and at what compute.
+
+Cases: built-in shifts of the reproduction benchmark x seeds, 25 labelled images per class
+(20 val / 80 test per class), the paper's protocol (Adam, BN eval, batch 64, 15 epochs).
+
+Runs, per case, through the workers' own plan, sampler, pruner and objective (an in-memory
+Optuna study, one thread):
+
+* ``grid``   the reference. ``--grid csv`` re-scores the committed exhaustive grid of
+  ``benchmarks/results/runs.csv`` (same protocol, epochs, seeds and data; one cell is re-run
+  to check that it reproduces); ``--grid live`` runs the ``paper`` strategy here.
+* ``auto``   the product's default strategy, ``max_trials`` = ``--auto-trials``.
+* ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
+  trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
+
+Every run's recommendation is chosen by the same rule (``--prefer``, default the product's
+one-standard-error rule) and scored by its test accuracy; regret = grid's selected test
+accuracy minus the run's (points). Compute = the sum of trial CPU seconds
+(``time.process_time`` around each trial, single thread), and trained epochs.
+
+    .venv/bin/python benchmarks/search_efficiency.py --out benchmarks/results/search_efficiency
+    .venv/bin/python benchmarks/search_efficiency.py --quick --out /tmp/se   # seconds, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from app import trial_attrs as attrs  # noqa: E402
+from workers import results  # noqa: E402
+from workers.objective import TrainingSetup, encode, make_objective, run_spec  # noqa: E402
+from workers.strategies import PlanInputs, make_pruner, make_sampler, plan_search  # noqa: E402
+
+SHIFTS = ("impulse_noise", "glass_blur", "zigzag", "subpopulation", "label_flip", "spurious")
+GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
+#: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
+GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
+FIELDS = ("shift", "seed", "run", "trials", "completed", "epochs_trained", "cpu_seconds",
+          "compute_share", "recommended", "lr", "val_acc", "test_acc", "regret", "grid_test_acc")
+
+
+@dataclass
+class Run:
+    """One strategy on one case: its recommendation and what it cost."""
+
+    shift: str
+    seed: int
+    run: str
+    trials: int
+    completed: int
+    epochs_trained: int
+    cpu_seconds: float
+    recommended: str
+    lr: float | None
+    val_acc: float | None
+    test_acc: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference: the committed exhaustive grid
+
+
+def _grid_rows(path: Path, shift: str, seed: int, regime: int, epochs: int) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return [r for r in csv.DictReader(handle)
+                if r["shift"] == shift and int(r["seed"]) == seed and int(r["regime"]) == regime
+                and r["method"] in GRID_METHODS and int(r["epochs"]) == epochs
+                and r["bn_mode"] == "eval"]
+
+
+def _as_trials(rows: Sequence[dict[str, str]], n_val: int) -> list[optuna.trial.FrozenTrial]:
+    """The grid's rows as recorded trials, so the product's own rule selects among them."""
+    out = []
+    for number, row in enumerate(rows):
+        label = "head" if row["method"] == "head" else row["method"]
+        frozen = optuna.trial.create_trial(
+            value=float(row["val_acc"]),
+            user_attrs={attrs.LABEL: label, attrs.LR: float(row["lr"]),
+                        attrs.TEST_ACC: float(row["test_acc"]),
+                        attrs.TUNED_SHARE: float(row["tuned_share"]),
+                        attrs.TUNED_PARAMS: round(float(row["tuned_share"]) * 1_000_000),
+                        attrs.N_VAL: n_val, attrs.METHOD: "auto-rgn" if label == "auto-rgn" else "surgical"})
+        frozen.number = number
+        out.append(frozen)
+    return out
+
+
+def grid_from_csv(path: Path, shift: str, seed: int, *, regime: int, epochs: int, n_val: int,
+                  prefer: str) -> Run:
+    rows = _grid_rows(path, shift, seed, regime, epochs)
+    if not rows:
+        raise SystemExit(f"no grid rows for {shift} seed {seed} at {regime}/class, {epochs} epochs")
+    trials = _as_trials(rows, n_val)
+    pick = results.recommended_trial(trials, prefer)
+    assert pick is not None
+    return Run(shift, seed, "grid", len(rows), len(rows), epochs * len(rows),
+               sum(float(r["cpu_seconds"]) for r in rows), pick.user_attrs[attrs.LABEL],
+               pick.user_attrs[attrs.LR], pick.value, pick.user_attrs[attrs.TEST_ACC])
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies, run through the workers' plan, sampler, pruner and objective
+
+
+@dataclass
+class Case:
+    shift: str
+    seed: int
+    setup: TrainingSetup
+    group_sizes: tuple[tuple[str, int], ...]
+    n_val: int
+
+
+def load_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: int, epochs: int,
+              severity: int | None, data_dir: str | None) -> Case:
+    from selector import discover_groups
+    from selector.builtin import load_case as builtin_case
+
+    case = builtin_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
+                        n_test=n_test, data_dir=data_dir)
+    groups = discover_groups(case.model)
+    setup = TrainingSetup(case.model, groups, case.train, case.val, case.test, epochs=epochs,
+                          batch_size=64, seed=seed, device="cpu")
+    return Case(shift, seed, setup, tuple((g.name, g.num_params) for g in groups), len(case.val))
+
+
+def run_strategy(case: Case, run: str, *, max_trials: int, prefer: str,
+                 cpu_cap: float | None = None, lr_min: float = 1e-5, lr_max: float = 1e-1) -> Run:
+    """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
+    the CPU seconds spent are below it."""
+    strategy = "tpe" if run == "random" else run
+    names = tuple(name for name, _ in case.group_sizes)
+    plan = plan_search(PlanInputs(strategy, names, max_trials, lr_min, lr_max,
+                                  case.setup.epochs, prefer=prefer))
+    sampler = (optuna.samplers.RandomSampler(seed=case.seed) if run == "random"
+               else make_sampler(plan, case.seed))
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=make_pruner(plan))
+    for spec, source in zip(plan.enqueued, plan.sources, strict=True):
+        params, user_attrs = encode(plan.space, spec)
+        study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})
+    objective = make_objective(plan.space, case.setup, worker_id="bench")
+
+    def timed(trial: optuna.Trial) -> float:
+        started = time.process_time()
+        try:
+            return objective(trial)
+        finally:
+            trial.set_user_attr("cpu_s", time.process_time() - started)
+
+    spent = 0.0
+    budget = plan.budget if cpu_cap is None else 10_000
+    for _ in range(budget):
+        if cpu_cap is not None and spent >= cpu_cap:
+            break
+        study.optimize(timed, n_trials=1, catch=(Exception,))
+        spent = sum(t.user_attrs.get("cpu_s", 0.0) for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    pick = results.recommended_trial(trials, prefer)
+    epochs = sum(len(t.user_attrs.get(attrs.VAL_ACC_PER_EPOCH, [])) for t in trials
+                 if attrs.DUPLICATE_OF not in t.user_attrs)
+    keys = [t.user_attrs.get(attrs.SPEC_KEY) for t in trials if attrs.DUPLICATE_OF not in t.user_attrs]
+    return Run(case.shift, case.seed, run, len(trials), len(results.completed(trials)), epochs,
+               spent, "—" if pick is None else pick.user_attrs.get(attrs.LABEL, "?"),
+               None if pick is None else pick.user_attrs.get(attrs.LR),
+               None if pick is None else pick.value,
+               None if pick is None else pick.user_attrs.get(attrs.TEST_ACC),
+               {"duplicates_trained": len(keys) - len(set(keys)),
+                "trial_log": [(t.number, t.state.name, t.user_attrs.get(attrs.LABEL),
+                               t.user_attrs.get(attrs.LR), t.value,
+                               len(t.user_attrs.get(attrs.VAL_ACC_PER_EPOCH, [])))
+                              for t in trials]})
+
+
+def check_grid_cell(case: Case, path: Path, *, regime: int, epochs: int) -> str:
+    """Re-run the grid's block-1 cell at lr 1e-3 and compare its validation curve."""
+    from workers.space import TrialSpec
+
+    rows = [r for r in _grid_rows(path, case.shift, case.seed, regime, epochs)
+            if r["method"] == "block1" and abs(float(r["lr"]) - 1e-3) < 1e-12]
+    if not rows:
+        return "no block1 cell at lr 1e-3 to compare"
+    started = time.process_time()
+    result = run_spec(TrialSpec("surgical", ("block1",), 1e-3, "block1"), case.setup)
+    cpu = time.process_time() - started
+    curve = ";".join(f"{m.val_acc:.3f}" for m in result.epochs)
+    same = curve == rows[0]["val_curve"] and f"{result.test_acc:.4f}" == rows[0]["test_acc"]
+    return (f"{case.shift} seed {case.seed} block1 lr 1e-3: val curve and test acc "
+            f"{'identical' if same else 'DIFFERENT'} to runs.csv (test {result.test_acc:.4f} vs "
+            f"{rows[0]['test_acc']}); CPU {cpu:.1f} s now vs {rows[0]['cpu_seconds']} s then")
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    grid = {(r.shift, r.seed): r for r in runs if r.run == "grid"}
+    with (out / "runs.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for r in runs:
+            ref = grid.get((r.shift, r.seed))
+            writer.writerow({
+                "shift": r.shift, "seed": r.seed, "run": r.run, "trials": r.trials,
+                "completed": r.completed, "epochs_trained": r.epochs_trained,
+                "cpu_seconds": f"{r.cpu_seconds:.1f}",
+                "compute_share": "" if ref is None else f"{r.cpu_seconds / ref.cpu_seconds:.3f}",
+                "recommended": r.recommended, "lr": "" if r.lr is None else f"{r.lr:.4g}",
+                "val_acc": "" if r.val_acc is None else f"{r.val_acc:.4f}",
+                "test_acc": "" if r.test_acc is None else f"{r.test_acc:.4f}",
+                "regret": "" if ref is None or r.test_acc is None or ref.test_acc is None
+                else f"{100 * (ref.test_acc - r.test_acc):.2f}",
+                "grid_test_acc": "" if ref is None or ref.test_acc is None else f"{ref.test_acc:.4f}",
+            })
+    lines = ["# Search efficiency", "", f"Command: `{command}`", ""]
+    lines += [f"- {note}" for note in notes] + [""]
+    lines += ["| run | cases | within 0.5 pt of grid | mean regret (pt) | worst regret (pt) | "
+              "compute vs grid (CPU s) | epochs vs grid |", "|---|---|---|---|---|---|---|"]
+    summary: dict[str, dict[str, float]] = {}
+    for name in ("grid", "auto", "tpe", "random"):
+        rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
+        if not rows:
+            continue
+        regrets = [100 * ((grid[(r.shift, r.seed)].test_acc or 0) - (r.test_acc or 0)) for r in rows]
+        within = sum(1 for g in regrets if g <= 0.5 + 1e-9)
+        cpu = sum(r.cpu_seconds for r in rows) / sum(grid[(r.shift, r.seed)].cpu_seconds for r in rows)
+        ep = sum(r.epochs_trained for r in rows) / sum(grid[(r.shift, r.seed)].epochs_trained for r in rows)
+        summary[name] = {"within": within / len(rows), "regret": statistics.mean(regrets), "cpu": cpu}
+        lines.append(f"| {name} | {len(rows)} | {within}/{len(rows)} ({100 * within / len(rows):.0f}%) | "
+                     f"{statistics.mean(regrets):.2f} | {max(regrets):.2f} | {100 * cpu:.0f}% | "
+                     f"{100 * ep:.0f}% |")
+    lines += ["", "Per case (test accuracy % of the recommendation; CPU s):", "",
+              "| shift | seed | grid | auto | tpe | random |", "|---|---|---|---|---|---|"]
+    for (shift, seed), ref in sorted(grid.items()):
+        cells = []
+        for name in ("grid", "auto", "tpe", "random"):
+            r = next((x for x in runs if (x.shift, x.seed, x.run) == (shift, seed, name)), None)
+            cells.append("—" if r is None or r.test_acc is None else
+                         f"{100 * r.test_acc:.1f} ({r.recommended} @ {r.lr:g}; {r.cpu_seconds:.0f} s)")
+        lines.append(f"| {shift} | {seed} | " + " | ".join(cells) + " |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot(out / "regret_vs_compute.png", runs, grid)
+
+
+def read_runs(path: Path) -> list[Run]:
+    """Runs back from a ``runs.csv`` this script wrote (for ``--merge``)."""
+    with path.open(newline="") as handle:
+        return [Run(r["shift"], int(r["seed"]), r["run"], int(r["trials"]), int(r["completed"]),
+                    int(r["epochs_trained"]), float(r["cpu_seconds"]), r["recommended"],
+                    float(r["lr"]) if r["lr"] else None,
+                    float(r["val_acc"]) if r["val_acc"] else None,
+                    float(r["test_acc"]) if r["test_acc"] else None)
+                for r in csv.DictReader(handle)]
+
+
+def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    colours = {"grid": "black", "auto": "#e6550d", "tpe": "#3182bd", "random": "#31a354"}
+    for name, colour in colours.items():
+        rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
+        if not rows:
+            continue
+        xs = [100 * r.cpu_seconds / grid[(r.shift, r.seed)].cpu_seconds for r in rows]
+        ys = [100 * ((grid[(r.shift, r.seed)].test_acc or 0) - (r.test_acc or 0)) for r in rows]
+        ax.scatter(xs, ys, color=colour, label=name, s=22, alpha=0.8)
+        ax.scatter([statistics.mean(xs)], [statistics.mean(ys)], color=colour, marker="D", s=70,
+                   edgecolor="black")
+    ax.axhline(0.5, color="grey", ls=":", lw=1, label="0.5 pt")
+    ax.axvline(25, color="grey", ls="--", lw=1, label="25% of the grid")
+    ax.set_xlabel("compute (% of the grid's CPU seconds)")
+    ax.set_ylabel("regret (test accuracy points below the grid's pick)")
+    ax.set_title("Search efficiency (diamonds: means)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_efficiency")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--shifts", type=lambda s: tuple(s.split(",")), default=SHIFTS)
+    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
+    p.add_argument("--regime", type=int, default=25)
+    p.add_argument("--n-val", type=int, default=20)
+    p.add_argument("--n-test", type=int, default=80)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--auto-trials", type=int, default=8)
+    p.add_argument("--runs", type=lambda s: tuple(s.split(",")), default=("auto", "tpe", "random"))
+    p.add_argument("--prefer", default="parsimony", choices=results.PREFER)
+    p.add_argument("--grid", default="csv", choices=("csv", "live"))
+    p.add_argument("--grid-csv", type=Path, default=GRID_CSV)
+    p.add_argument("--check-grid", action="store_true",
+                   help="re-run one grid cell per case and compare with runs.csv")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="only write the table and plot from the runs.csv of these output dirs")
+    p.add_argument("--quick", action="store_true",
+                   help="one tiny case, 2 epochs, live grid at lr 1e-3: a smoke test")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shifts, args.seeds, args.regime, args.n_val, args.n_test = ("impulse_noise",), (0,), 8, 5, 10
+        args.epochs, args.auto_trials, args.grid = 2, 6, "live"
+    return args
+
+
+SEVERITIES = {"impulse_noise": 4, "glass_blur": 2}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = " ".join(["benchmarks/search_efficiency.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.merge:
+        runs = [run for folder in args.merge for run in read_runs(folder / "runs.csv")]
+        notes = [line[2:] for folder in args.merge
+                 for line in (folder / "table.md").read_text().splitlines() if line.startswith("- ")]
+        write_outputs(args.out, runs, notes, command)
+        return 0
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runs: list[Run] = []
+    notes: list[str] = []
+    started = time.time()
+    for seed in args.seeds:
+        for shift in args.shifts:
+            case = load_case(shift, seed, regime=args.regime, n_val=args.n_val, n_test=args.n_test,
+                             epochs=args.epochs, severity=SEVERITIES.get(shift),
+                             data_dir=args.data_dir)
+            if args.grid == "csv":
+                grid = grid_from_csv(args.grid_csv, shift, seed, regime=args.regime,
+                                     epochs=args.epochs, n_val=case.n_val, prefer=args.prefer)
+                if args.check_grid and not notes:
+                    notes.append(check_grid_cell(case, args.grid_csv, regime=args.regime,
+                                                 epochs=args.epochs))
+            else:
+                grid = run_strategy(case, "paper", max_trials=0, prefer=args.prefer,
+                                    lr_min=1e-3 if args.quick else 1e-5, lr_max=1e-3 if args.quick else 1e-1)
+                grid.run = "grid"
+            runs.append(grid)
+            cap = None
+            for name in args.runs:
+                # tpe and random get auto's trial count as their plan's budget (it sets TPE's
+                # startup trials) and run until they have spent auto's CPU seconds.
+                run = run_strategy(case, name, max_trials=args.auto_trials, prefer=args.prefer,
+                                   cpu_cap=cap)
+                if name == "auto":
+                    cap = run.cpu_seconds
+                runs.append(run)
+                print(f"[{time.time() - started:6.0f} s] {shift} seed {seed} {name}: "
+                      f"{run.recommended}@{run.lr} test {run.test_acc} cpu {run.cpu_seconds:.0f} s "
+                      f"(grid {grid.recommended}@{grid.lr} test {grid.test_acc}, "
+                      f"cpu {grid.cpu_seconds:.0f} s); duplicates trained "
+                      f"{run.extra.get('duplicates_trained')}", flush=True)
+                print("   ", run.extra.get("trial_log"), flush=True)
+            write_outputs(args.out, runs, notes, command)
+    notes.append(f"wall time {time.time() - started:.0f} s")
+    write_outputs(args.out, runs, notes, command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
