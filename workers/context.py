@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
 from app.settings import Settings
+from app.validation import check_spec
 from workers.job import ClaimedJob
 from workers.loading import InputsCache, JobInputs
 
@@ -38,4 +39,11 @@ class WorkerContext:
         return session_scope(self.session_factory)
 
     def inputs(self, job: ClaimedJob) -> JobInputs:
-        return self.cache.get(job.spec)
+        """The job's model and data, loaded after the API's checks ran again here.
+
+        :func:`app.validation.check_spec` (the API's own implementation) re-resolves every
+        file reference against this worker's data roots, and checks the factory allowlist,
+        right before anything is opened: a symlink swapped in after submit, or a setting
+        that changed, fails the job with :class:`app.errors.InvalidSpec` naming the field.
+        """
+        return self.cache.get(check_spec(job.spec, self.settings))

@@ -5,7 +5,8 @@ One worker runs one trial at a time on its own device. Each pass of the loop:
 1. returns stale jobs (their owner stopped heartbeating) to the queue;
 2. claims the oldest queued job and runs it as its owner; otherwise
 3. helps a running job whose study is ready and whose budget has slots left; otherwise
-4. sleeps (or, with ``drain``, returns: no job has work left for it).
+4. sleeps; with ``drain`` it returns instead once no job is queued or running (a running
+   job may still want help: it is being set up, or a trial's slot may come back).
 
 SIGTERM (or SIGINT) asks the worker to stop after its current trial; a second one stops it at
 once. A job owned by a stopping worker goes back to the queue and its next owner resumes the
@@ -157,6 +158,14 @@ def _parse(ctx: WorkerContext, row: Job, *, own: bool = True) -> ClaimedJob | No
         return None
 
 
+def _work_may_come(ctx: WorkerContext) -> bool:
+    """A drain worker stays while a job may still want it: one queued, or one running that is
+    being set up or has trials left or in flight (two drain workers started together: the
+    second must wait for the owner to make the study ready, not leave)."""
+    with ctx.session() as session:
+        return store.may_want_help(session, timedelta(seconds=ctx.settings.stale_after_seconds))
+
+
 def store_has_free_slot(ctx: WorkerContext, job_id: str) -> bool:
     with ctx.session() as session:
         return store.has_free_trial_slot(session, job_id)
@@ -170,7 +179,7 @@ def run_worker(ctx: WorkerContext, *, drain: bool = False, poll_seconds: float =
         while not ctx.stop.is_set():
             found = run_once(ctx)
             if not found:
-                if drain:
+                if drain and not _work_may_come(ctx):
                     break
                 ctx.stop.wait(poll_seconds)
     finally:

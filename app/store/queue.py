@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import case, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import write
@@ -89,6 +89,28 @@ def joinable_jobs(session: Session, stale_after: timedelta) -> list[Job]:
             .order_by(Job.started_at, Job.id)
         )
     )
+
+
+def may_want_help(session: Session, stale_after: timedelta) -> bool:
+    """Whether a drain worker should stay: some job is queued, or running (not cancelling,
+    owner alive) and so may still want a helper: being set up (study not ready yet), with
+    free trial slots, or with trials in flight whose slot comes back if their worker dies."""
+    fresh_since = utcnow() - stale_after
+    found = session.scalar(
+        select(Job.id)
+        .where(
+            or_(
+                Job.state == JobState.queued,
+                and_(
+                    Job.state == JobState.running,
+                    ~Job.cancel_requested,
+                    Job.heartbeat_at >= fresh_since,
+                ),
+            )
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
@@ -229,6 +251,7 @@ __all__ = [
     "heartbeat",
     "is_cancel_requested",
     "joinable_jobs",
+    "may_want_help",
     "mark_study_ready",
     "release",
     "requeue_stale",

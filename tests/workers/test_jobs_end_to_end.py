@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -13,11 +14,14 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from app import store
 from app import trial_attrs as attrs
 from app.client import apply_patch
+from app.db import session_scope
+from app.schemas import JobSpec
 from selector import evaluate
 from selector.builtin import load_case
-from tests.workers.conftest import Service, tiny_job, wait_until
+from tests.workers.conftest import Service, session_factory, tiny_job, wait_until
 from workers.loop import build_context, run_worker
 from workers.results import counts_against_budget
 
@@ -90,17 +94,51 @@ def test_a_job_whose_data_cannot_be_loaded_fails_fast_with_its_reason(sqlite_ser
         assert client.trials(job.id) == []
 
 
+def test_the_worker_checks_confinement_and_the_allowlist_again(sqlite_service: Service, tmp_path: Path):
+    """What the API checked at submit is checked again, by the same code, right before the
+    worker opens anything: a symlink swapped in after submit, and a factory whose module the
+    operator has since removed from the allowlist, both fail their job naming the field."""
+    service = sqlite_service
+    root = service.settings.data_roots[0]
+    root.mkdir(parents=True, exist_ok=True)
+    inside = root / f"swapped-{uuid.uuid4().hex}.pt"
+    inside.write_bytes(b"placeholder")
+    secret = tmp_path / "secret.pt"
+    secret.write_bytes(b"outside every data root")
+    try:
+        with service.client() as client:
+            swapped = client.submit({"model": {"source": "builtin", "name": "mnist-resnet"},
+                                     "data": {"source": "tensors", "path": inside.as_uri()},
+                                     "search": {"max_trials": 2, "epochs": 1}})
+            inside.unlink()
+            inside.symlink_to(secret)  # after the API confined the path
+            with session_scope(session_factory(service.settings)) as session:
+                factory = store.create_job(session, "local", JobSpec.model_validate({
+                    "model": {"source": "factory", "target": "mypkg.models:build"},
+                    "data": {"source": "builtin", "name": "mnist"},
+                    "search": {"max_trials": 2, "epochs": 1}})).id
+            run_worker(build_context(service.settings, device="cpu"), drain=True)
+            swapped, factory_job = client.get(swapped.id), client.get(factory)
+    finally:
+        inside.unlink(missing_ok=True)
+    assert swapped.state == "failed" and swapped.error is not None
+    assert swapped.error.type == "InvalidSpec"
+    assert "data.path" in swapped.error.detail and "outside the data roots" in swapped.error.detail
+    assert factory_job.state == "failed" and factory_job.error is not None
+    assert "model.target" in factory_job.error.detail and "allowlist" in factory_job.error.detail
+
+
 @pytest.mark.postgres
 def test_two_workers_on_postgres_share_one_job_without_running_a_trial_twice(
     postgres_service: Service,
 ):
+    """Both drain workers start in the same instant: the one that does not own the job must
+    wait while the owner sets the study up (it used to exit within a second), then help."""
     service = postgres_service
     budget = 8
     with service.client() as client:
         job = client.submit(tiny_job(max_trials=budget))
         first = service.start_worker("--drain")
-        wait_until(lambda: client.get(job.id).state == "running" and service.trials(job.id),
-                   120, "the owner to set up the study")
         second = service.start_worker("--drain")
         assert first.wait(timeout=300) == 0, service.worker_logs()
         assert second.wait(timeout=300) == 0, service.worker_logs()
