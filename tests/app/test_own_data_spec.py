@@ -117,3 +117,24 @@ def test_the_selector_refuses_what_the_api_refuses(transform: dict[str, Any]) ->
                                                       "transform": transform}})
     with pytest.raises(ConfigError):
         resolve_transform(transform, TV)
+
+
+@pytest.mark.parametrize(("split", "sizes"), [
+    ({"train": 5, "val": 2, "test": 3}, (10, 4, 6)),
+    ({"val": 0.2, "test": 0.3}, (10, 4, 6)),
+    ({"train": 0.5, "val": 1}, (10, 2, 0)),
+    ({"val": 2.0}, (16, 4, 0)),
+])
+def test_the_api_and_the_selector_read_a_split_alike(split: dict[str, Any],
+                                                     sizes: tuple[int, int, int]) -> None:
+    """The split the API accepts (normalised by SplitSpec) cuts a pool as documented."""
+    import torch
+
+    from selector.io.data_spec import SplitRule, stratified_split
+
+    spec = JobSpec.model_validate({"model": TV, "data": {"source": "tensors", "path": "/d/x.pt",
+                                                         "split": split}})
+    fields = spec.data.split.model_dump()
+    labels = torch.arange(20) % 2
+    parts = stratified_split(labels, SplitRule(**fields))
+    assert tuple(len(p) for p in parts) == sizes
