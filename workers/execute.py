@@ -117,12 +117,29 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
                            diagnosis_note)
         study.set_user_attr(PLAN_ATTR, plan.inputs.to_attr())
         study.set_user_attr(FACTS_ATTR, facts.to_attr())
+        describe_study(study, job, inputs)
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):
             params, user_attrs = encode(plan.space, spec)
             study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})
         study.set_user_attr("setup_done", True)
     seeded = open_study(ctx, job, plan, seed=job.spec.seed)
     return StudyHandle(seeded, plan, inputs)
+
+
+#: The objective's name on the dashboard (which otherwise says "Objective 0").
+METRIC_NAMES = ["val_acc"]
+
+
+def describe_study(study: optuna.Study, job: ClaimedJob, inputs: JobInputs) -> None:
+    """Name the objective and put the job's model and data in the study's user attributes,
+    so the dashboard shows what was searched."""
+    study.set_metric_names(METRIC_NAMES)
+    study.set_user_attr("model", job.spec.model.model_dump(mode="json", exclude_none=True))
+    sizes = {"train": len(inputs.train), "val": len(inputs.val),  # type: ignore[arg-type]
+             "test": None if inputs.test is None else len(inputs.test)}  # type: ignore[arg-type]
+    study.set_user_attr("data", {**job.spec.data.model_dump(mode="json", exclude_none=True),
+                                 "sizes": sizes})
+    study.set_user_attr("groups", {g.name: g.num_params for g in inputs.groups})
 
 
 def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:

@@ -30,6 +30,15 @@ def _pyplot():
     return plt
 
 
+def accuracy_axis(leaderboard: Sequence[LeaderboardRow]) -> tuple[float, float]:
+    """The accuracy plot's y range (%): every bar and every reference line inside it, the
+    "no fine-tuning" line included even when it sits far below the fine-tuned bars."""
+    values = [100 * r.val_acc for r in leaderboard]
+    values += [100 * r.test_acc for r in leaderboard if r.test_acc is not None]
+    low = min(values, default=0.0)
+    return max(0.0, low - 10), 100.0
+
+
 def plot_accuracy_by_part(path: Path, leaderboard: Sequence[LeaderboardRow], title: str) -> Path:
     plt = _pyplot()
     rows = [r for r in leaderboard if r.method != "none"]
@@ -48,8 +57,7 @@ def plot_accuracy_by_part(path: Path, leaderboard: Sequence[LeaderboardRow], tit
         ax.axhline(100 * full.test_acc, color="#e6550d", ls="--", label="full fine-tuning (test)")
     ax.set_xticks(list(xs), labels, rotation=30, ha="right")
     ax.set_ylabel("accuracy (%)")
-    low = min(val + test) if rows else 0
-    ax.set_ylim(max(0.0, low - 10), 100)
+    ax.set_ylim(*accuracy_axis(leaderboard))
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()

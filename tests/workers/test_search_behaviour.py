@@ -50,5 +50,12 @@ def test_paper_strategy_runs_the_papers_grid_exactly_once(sqlite_service: Servic
     with sqlite_service.client() as client:
         jobs = list(client.iter_jobs())
         result = client.result(jobs[0].id)
+    # The dashboard names the objective and shows what was searched.
+    study = sqlite_service.study(jobs[0].id)
+    assert study.metric_names == ["val_acc"]
+    assert study.user_attrs["model"]["source"] == "builtin"
+    assert study.user_attrs["data"]["shift"] == "impulse_noise"
+    assert study.user_attrs["data"]["sizes"]["train"] > 0
+    assert list(study.user_attrs["groups"]) == ["block1", "block2", "block3", "head"]
     assert [row.label for row in result.leaderboard] == [
         "no fine-tuning", "block1", "block2", "block3", "head", "all"]
