@@ -8,14 +8,25 @@ same store).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import BinaryIO, Protocol
 
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def make_artifact_store(settings: Settings) -> Any:
+class ArtifactStore(Protocol):
+    """What the service uses of an Optuna artifact store (Optuna types its stores by this
+    protocol, kept in a private module, so it is restated here)."""
+
+    def open_reader(self, artifact_id: str) -> BinaryIO: ...
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None: ...
+
+    def remove(self, artifact_id: str) -> None: ...
+
+
+def make_artifact_store(settings: Settings) -> ArtifactStore:
     """A Boto3ArtifactStore when ``artifact_s3_bucket`` is set, else a FileSystemArtifactStore."""
     if settings.artifact_s3_bucket:
         try:
@@ -32,7 +43,7 @@ def make_artifact_store(settings: Settings) -> Any:
     return FileSystemArtifactStore(settings.artifact_dir)
 
 
-def remove_artifacts(store: Any, artifact_ids: list[str]) -> list[str]:
+def remove_artifacts(store: ArtifactStore, artifact_ids: list[str]) -> list[str]:
     """Remove artifacts, skipping ones already gone; the ids that could not be removed."""
     from optuna.artifacts.exceptions import ArtifactNotFound
 

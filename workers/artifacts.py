@@ -26,7 +26,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
@@ -36,6 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from app import trial_attrs as attrs
+from app.artifacts import ArtifactStore
 from app.schemas import PATCH_FORMAT, ArtifactRecord, JobResult, PatchManifest
 from selector import FinetuneResult
 from workers import plots, results
@@ -91,7 +91,7 @@ def patch_manifest(job: ClaimedJob, trial_number: int, spec: TrialSpec, groups: 
     )
 
 
-def keep_if_best(artifact_store: Any, job: ClaimedJob, pretrained: nn.Module) -> BestHook:
+def keep_if_best(artifact_store: ArtifactStore, job: ClaimedJob, pretrained: nn.Module) -> BestHook:
     """A hook for the objective: upload the weights of a trial that may be recommended, now or
     later (:func:`workers.results.may_be_recommended` under the job's ``search.prefer``)."""
     prefer = job.spec.search.prefer
@@ -123,7 +123,7 @@ def keep_if_best(artifact_store: Any, job: ClaimedJob, pretrained: nn.Module) ->
     return hook
 
 
-def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
+def upload_final(artifact_store: ArtifactStore, study: optuna.Study, result: JobResult,
                  title: str) -> list[ArtifactRecord]:
     """Upload the plots and the result document, and reference the recommended trial's files;
     the records to list on the job row. ``title`` heads the accuracy plot."""
@@ -162,7 +162,7 @@ def upload_final(artifact_store: Any, study: optuna.Study, result: JobResult,
     return records
 
 
-def _best_trial_records(artifact_store: Any, best: FrozenTrial | None) -> list[ArtifactRecord]:
+def _best_trial_records(artifact_store: ArtifactStore, best: FrozenTrial | None) -> list[ArtifactRecord]:
     if best is None:
         return []
     records = []
@@ -176,7 +176,7 @@ def _best_trial_records(artifact_store: Any, best: FrozenTrial | None) -> list[A
     return records
 
 
-def _size(artifact_store: Any, artifact_id: str) -> int | None:
+def _size(artifact_store: ArtifactStore, artifact_id: str) -> int | None:
     try:
         with artifact_store.open_reader(artifact_id) as reader:
             return len(reader.read())

@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import ArtifactStore
 from app.db import session_scope
 from app.settings import Settings
 from app.validation import check_spec
@@ -23,8 +23,7 @@ class WorkerContext:
     settings: Settings
     session_factory: sessionmaker[Session]
     storage: optuna.storages.RDBStorage
-    #: An ``optuna.artifacts`` store (file system or S3); Optuna types it by protocol only.
-    artifact_store: Any
+    artifact_store: ArtifactStore
     worker_id: str
     device: str | None
     cache: InputsCache
