@@ -83,6 +83,12 @@ def diagnose_shift(model: nn.Module, data: Dataset, *, groups: Sequence[LayerGro
         target = record_pass(model, subsample(data, max_examples, seed), {}, num_outputs=None)
         src = None
     labels = _label_signals(target, src)
+    layer_group = _layer_groups(target.order, groups) if null != "none" else {}
+    if null != "none" and not layer_group:
+        reason = ("no watched normalisation layer lies in a layer group" if target.order else
+                  "the normalisation layers never ran through Python hooks (a TorchScript "
+                  "model?): nothing was measured")
+        null = "none"
     if null == "none":
         return ShiftDiagnosis(
             kind="unavailable", ranking=rank_parts(names, None, "unavailable"), groups=(),
@@ -94,7 +100,6 @@ def diagnose_shift(model: nn.Module, data: Dataset, *, groups: Sequence[LayerGro
                                 accuracy=labels.accuracy, confidence=labels.confidence,
                                 null=null, reason=reason))
 
-    layer_group = _layer_groups(target.order, groups)
     t_weights = bootstrap_weights(target.chunk_size, target.n, replicates, gen)
     s_weights: tuple[Tensor, Tensor | None] | None = None
     if src is not None:  # pseudo-targets of the target's size (and pseudo-sources of the source's)

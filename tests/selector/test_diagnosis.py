@@ -158,3 +158,13 @@ def test_builtin_source_reference_is_disjoint_from_training(shift: str) -> None:
     train = {tuple(row.flatten().tolist()[:400]) for row in splits.train.tensors[0]}
     if shift in ("label_flip", "subpopulation", "spurious"):  # clean (or patched) digits
         assert not train & {tuple(row.flatten().tolist()[:400]) for row in reference.tensors[0]}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_a_torchscript_model_is_unavailable_not_misread(trained, held_out) -> None:
+    """Scripted modules run no Python hooks: nothing is measured, so no kind is claimed."""
+    target, source = held_out
+    scripted = torch.jit.script(copy.deepcopy(trained))
+    diagnosis = diagnose_shift(scripted, target, source=source)
+    assert diagnosis.kind == "unavailable", diagnosis.explanation
+    assert diagnosis.reason and diagnosis.forward_passes <= 2
