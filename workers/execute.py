@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from app import store
@@ -223,6 +224,15 @@ class FinalState:
     error: JobError | None = None
 
 
+#: Errors that mean "the database is unreachable right now" rather than "this job is broken":
+#: SQLAlchemy's connection-level errors, and Optuna's wrapper around any SQLAlchemy error.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    optuna.exceptions.StorageInternalError,
+)
+
+
 def execute_as_owner(ctx: WorkerContext, job: ClaimedJob) -> None:
     """Run a claimed job to a final state; the state is written whatever happens."""
     final = FinalState("release")
@@ -244,6 +254,13 @@ def execute_as_owner(ctx: WorkerContext, job: ClaimedJob) -> None:
                 break
     except JobFailed as error:
         final = FinalState("failed", error=JobError(type="job-failed", detail=str(error)))
+    except DATABASE_ERRORS as error:
+        # The database went away (a restart, a network cut): not the job's fault. Hand it back;
+        # its next owner resumes the study (or, if this write fails too, the job goes stale
+        # and is requeued by the first worker that can reach the database again).
+        log.warning("job %s: database unavailable (%s); handing the job back", job.id,
+                    one_line(error))
+        final = FinalState("release")
     except Exception as error:  # the job's final state must be written; the worker survives
         log.exception("job %s failed", job.id)
         final = FinalState("failed", error=JobError(type=type(error).__name__, detail=one_line(error)))

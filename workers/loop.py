@@ -35,9 +35,11 @@ from app.settings import Settings
 from app.trial_attrs import STUDY_PREFIX
 from workers.context import WorkerContext
 from workers.execute import (
+    DATABASE_ERRORS,
     FinalState,
     execute_as_helper,
     execute_as_owner,
+    one_line,
     write_final_state,
 )
 from workers.job import ClaimedJob
@@ -177,10 +179,16 @@ def run_worker(ctx: WorkerContext, *, drain: bool = False, poll_seconds: float =
     log.info("worker %s started (device %s%s)", ctx.worker_id, ctx.device or "auto", ", drain" if drain else "")
     try:
         while not ctx.stop.is_set():
-            found = run_once(ctx)
-            if not found:
-                if drain and not _work_may_come(ctx):
+            try:
+                found = run_once(ctx)
+                if not found and drain and not _work_may_come(ctx):
                     break
+            except DATABASE_ERRORS as error:  # a restart or a network cut: keep trying
+                log.warning("database unavailable (%s); retrying in %.0f s", one_line(error),
+                            5 * poll_seconds)
+                ctx.stop.wait(5 * poll_seconds)
+                continue
+            if not found:
                 ctx.stop.wait(poll_seconds)
     finally:
         for signum, handler in previous.items():
