@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
 import sys
 import time
@@ -121,7 +120,9 @@ def grid_from_csv(path: Path, shift: str, seed: int, *, regime: int, epochs: int
 
 
 @dataclass
-class Case:
+class SearchCase:
+    """One (shift, seed) the strategies are compared on (not :class:`selector.builtin.Case`)."""
+
     shift: str
     seed: int
     setup: TrainingSetup
@@ -129,8 +130,8 @@ class Case:
     n_val: int
 
 
-def load_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: int, epochs: int,
-              severity: int | None, data_dir: str | None) -> Case:
+def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: int,
+                     epochs: int, severity: int | None, data_dir: str | None) -> SearchCase:
     from selector import discover_groups
     from selector.builtin import load_case as builtin_case
 
@@ -139,10 +140,10 @@ def load_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: int, ep
     groups = discover_groups(case.model)
     setup = TrainingSetup(case.model, groups, case.train, case.val, case.test, epochs=epochs,
                           batch_size=64, seed=seed, device="cpu")
-    return Case(shift, seed, setup, tuple((g.name, g.num_params) for g in groups), len(case.val))
+    return SearchCase(shift, seed, setup, tuple((g.name, g.num_params) for g in groups), len(case.val))
 
 
-def run_strategy(case: Case, run: str, *, max_trials: int, prefer: str,
+def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                  cpu_cap: float | None = None, lr_min: float = 1e-5, lr_max: float = 1e-1) -> Run:
     """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
     the CPU seconds spent are below it."""
@@ -189,7 +190,7 @@ def run_strategy(case: Case, run: str, *, max_trials: int, prefer: str,
                               for t in trials]})
 
 
-def check_grid_cell(case: Case, path: Path, *, regime: int, epochs: int) -> str:
+def check_grid_cell(case: SearchCase, path: Path, *, regime: int, epochs: int) -> str:
     """Re-run the grid's block-1 cell at lr 1e-3 and compare its validation curve."""
     from workers.space import TrialSpec
 
@@ -250,7 +251,7 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
                      f"{100 * ep:.0f}% |")
     lines += ["", "Per case (test accuracy % of the recommendation; CPU s):", "",
               "| shift | seed | grid | auto | tpe | random |", "|---|---|---|---|---|---|"]
-    for (shift, seed), ref in sorted(grid.items()):
+    for (shift, seed), _ref in sorted(grid.items()):
         cells = []
         for name in ("grid", "auto", "tpe", "random"):
             r = next((x for x in runs if (x.shift, x.seed, x.run) == (shift, seed, name)), None)
@@ -348,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     for seed in args.seeds:
         for shift in args.shifts:
-            case = load_case(shift, seed, regime=args.regime, n_val=args.n_val, n_test=args.n_test,
+            case = load_search_case(shift, seed, regime=args.regime, n_val=args.n_val, n_test=args.n_test,
                              epochs=args.epochs, severity=SEVERITIES.get(shift),
                              data_dir=args.data_dir)
             if args.grid == "csv":
