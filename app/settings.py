@@ -96,8 +96,9 @@ class Settings(BaseSettings):
     # workers on one machine should split the cores; oversubscribed threads slow small models
     # down by orders of magnitude.
     torch_threads: int | None = Field(default=None, ge=1)
-    # DataLoader worker processes that stream a split too large to hold in memory (decoded
-    # images are memory-mapped from $DATA_DIR/decoded; 0 reads them in the worker itself).
+    # DataLoader worker processes that decode an image folder the first time and stream a
+    # split too large to hold in memory (decoded images are memory-mapped from
+    # $DATA_DIR/decoded); 0: the worker process does both itself.
     loader_workers: int = Field(default=0, ge=0, le=64)
 
     host: str = "127.0.0.1"

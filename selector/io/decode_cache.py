@@ -106,7 +106,7 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], transform: Resolv
     :class:`ImageShapeError` that names the spec field to set."""
     y = torch.as_tensor(list(labels), dtype=torch.long)
     if cache_dir is None:
-        return DecodedImages(_decode_all(files, transform), y, transform,
+        return DecodedImages(_decode_all(files, transform, loader_workers), y, transform,
                              loader_workers=loader_workers)
     cache_dir.mkdir(parents=True, exist_ok=True)
     folder, content = cache_key(files, transform)
@@ -114,7 +114,7 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], transform: Resolv
     if not path.exists():
         with _locked(cache_dir / f"{folder}.lock"):
             if not path.exists():  # another process may have built it while we waited
-                _write(path, files, transform)
+                _write(path, files, transform, loader_workers)
                 for stale in cache_dir.glob(f"{folder}-*.npy"):
                     if stale != path:
                         stale.unlink(missing_ok=True)
@@ -124,21 +124,23 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], transform: Resolv
     return DecodedImages(images, y, transform, path=path, loader_workers=loader_workers)
 
 
-def _decode_all(files: Sequence[Path], transform: ResolvedTransform) -> np.ndarray:
+def _decode_all(files: Sequence[Path], transform: ResolvedTransform, workers: int = 0
+                ) -> np.ndarray:
     first = _decode(files[0], transform)
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
-    for index, array in enumerate(_arrays(files, transform, first)):
+    for index, array in enumerate(_arrays(files, transform, first, workers)):
         out[index] = array
     return out
 
 
-def _write(path: Path, files: Sequence[Path], transform: ResolvedTransform) -> None:
+def _write(path: Path, files: Sequence[Path], transform: ResolvedTransform,
+           workers: int = 0) -> None:
     first = _decode(files[0], transform)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         out = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8,
                                         shape=(len(files), *first.shape))
-        for index, array in enumerate(_arrays(files, transform, first)):
+        for index, array in enumerate(_arrays(files, transform, first, workers)):
             out[index] = array
         out.flush()
         del out
@@ -147,16 +149,39 @@ def _write(path: Path, files: Sequence[Path], transform: ResolvedTransform) -> N
         temporary.unlink(missing_ok=True)
 
 
-def _arrays(files: Sequence[Path], transform: ResolvedTransform, first: np.ndarray
-            ) -> Iterator[np.ndarray]:
-    yield first
-    for file in files[1:]:
-        array = _decode(file, transform)
+def _arrays(files: Sequence[Path], transform: ResolvedTransform, first: np.ndarray,
+            workers: int = 0) -> Iterator[np.ndarray]:
+    """Every file decoded, in order; with ``workers``, by that many DataLoader processes
+    (decoding and resizing photos is the expensive part of a first load)."""
+    if workers > 0 and len(files) > 1:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Files(files, transform), batch_size=64, num_workers=workers,
+                            collate_fn=_as_list)
+        decoded: Iterator[np.ndarray] = (a for batch in loader for a in batch)
+    else:
+        decoded = (_decode(file, transform) for file in files)
+    for file, array in zip(files, decoded, strict=True):
         if array.shape != first.shape:
             raise ImageShapeError(
                 f"images of different sizes: {files[0].name} is {_hw(first)} but {file.name} "
                 f"is {_hw(array)}; {SIZE_HINT}")
         yield array
+
+
+class _Files(Dataset[np.ndarray]):
+    def __init__(self, files: Sequence[Path], transform: ResolvedTransform) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return _decode(self.files[index], self.transform)
+
+
+def _as_list(batch: list[np.ndarray]) -> list[np.ndarray]:
+    return batch
 
 
 def _decode(file: Path, transform: ResolvedTransform) -> np.ndarray:

@@ -88,11 +88,12 @@ def test_first_batch_mean_and_std_follow_the_normalisation(tmp_path: Path) -> No
         assert float(x[:, c].std()) == pytest.approx(float(raw[:, c].std()) / std[c], rel=1e-4)
 
 
-def test_mixed_sizes_without_a_transform_name_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_mixed_sizes_without_a_transform_name_the_field(tmp_path: Path, workers: int) -> None:
     make_folder(tmp_path)
     with pytest.raises(ImageShapeError, match=r"images of different sizes.*data\.transform\."
                                                r"image_size"):
-        load_datasets({"source": "imagefolder", "root": tmp_path})
+        load_datasets({"source": "imagefolder", "root": tmp_path}, loader_workers=workers)
     fixed = load_datasets({"source": "imagefolder", "root": tmp_path,
                            "transform": {"image_size": [12, 10]}, "split": {"val": 1, "test": 1}})
     assert SplitData(fixed.train, "train").sample_shape == (3, 12, 10)
