@@ -252,3 +252,17 @@ def test_precisions_train_on_cpu(precision: str, expected: str) -> None:
     assert cuda.channels_last and cuda.name in ("bf16", "fp16")
     with pytest.raises(ConfigError, match="precision must be one of"):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_per_split_tensors_keep_their_splits_and_few_shot_applies_to_train(tmp_path: Path
+                                                                          ) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_{k}": v for s, n in (("train", 30), ("val", 6)) for k, v in (
+        ("images", rng.integers(0, 255, (n, 8, 8), dtype=np.uint8)),
+        ("labels", np.arange(n) % 3))}
+    np.savez(tmp_path / "data.npz", **arrays)
+    splits = load_datasets({"source": "tensors", "path": tmp_path / "data.npz",
+                            "n_per_class": 4, "transform": {"channels": 3}})
+    x, y = splits.train.tensors
+    assert x.shape == (12, 3, 8, 8) and torch.bincount(y).tolist() == [4, 4, 4]
+    assert len(splits.val) == 6 and splits.transform.record()["channels"] == 3
