@@ -17,6 +17,7 @@ TUNED_SHARE = "tuned_share"        # float in [0, 1]
 DURATION_S = "duration_s"          # float: wall seconds of the trial
 WORKER = "worker"                  # str: worker id that ran the trial
 DEVICE = "device"                  # str: "cpu", "cuda:0", ...
+PRECISION = "precision"            # str: what the trial trained in: "fp32" | "bf16" | "fp16"
 FAIL_REASON = "fail_reason"        # str: why a trial failed or was pruned
 STOP_REASON = "stop_reason"        # str: why a complete trial trained fewer epochs than asked
 SPEC_KEY = "spec_key"              # str: method|groups|lr|epochs, equal for duplicate runs

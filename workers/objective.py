@@ -198,6 +198,7 @@ def make_objective(
         trial.set_user_attr(attrs.TEST_ACC, result.test_acc)
         trial.set_user_attr(attrs.TUNED_PARAMS, result.tuned_params)
         trial.set_user_attr(attrs.TUNED_SHARE, result.tuned_share)
+        trial.set_user_attr(attrs.PRECISION, result.precision)
         trial.set_user_attr(attrs.DURATION_S, time.perf_counter() - started)
         if result.method != "surgical":  # the groups Auto-RGN/SNR actually changed
             trial.set_user_attr(attrs.GROUPS, list(result.tuned_groups))

@@ -123,6 +123,8 @@ def test_torchscript_model_on_cifar10c_style_arrays_with_a_severity(service: Ser
     assert result.data["transform"]["mean"] == [0.5, 0.5, 0.5]
     assert result.data["sizes"] == {"train": 24, "val": 12, "test": 12}
     assert result.recommendation is not None and result.recommendation.test_acc is not None
+    trained = [t for t in service.study(job.id).get_trials() if "precision" in t.user_attrs]
+    assert trained and {t.user_attrs["precision"] for t in trained} == {"bf16"}
 
 
 def test_one_root_folder_cut_by_a_split_rule_with_few_shot_train(service: Service) -> None:
