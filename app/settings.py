@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # workers on one machine should split the cores; oversubscribed threads slow small models
     # down by orders of magnitude.
     torch_threads: int | None = Field(default=None, ge=1)
+    #: Per worker, per job: the frozen prefix's activations kept across trials (MiB, LRU;
+    #: ``SURGICAL_ACTIVATION_CACHE_MB``; 0 turns the cross-trial cache off).
+    activation_cache_mb: int = Field(default=512, ge=0)
     # DataLoader worker processes that decode an image folder the first time and stream a
     # split too large to hold in memory (decoded images are memory-mapped from
     # $DATA_DIR/decoded); 0: the worker process does both itself.

@@ -9,7 +9,7 @@ Optuna study, one thread):
 
 * ``grid``   the reference. ``--grid csv`` re-scores the committed exhaustive grid of
   ``benchmarks/results/runs.csv`` (same protocol, epochs, seeds and data; one cell is re-run
-  to check that it reproduces); ``--grid live`` runs the ``paper`` strategy here.
+  to check that it reproduces); ``--grid live`` re-runs those cells here, now.
 * ``auto``   the product's default strategy, ``max_trials`` = ``--auto-trials``.
 * ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
   trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
@@ -190,6 +190,36 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                               for t in trials]})
 
 
+#: The committed grid's cells (``benchmarks/results/COMMAND.md``): every conv part, full
+#: fine-tuning and Auto-RGN at {1e-3, 1e-4}, the last layer at {1e-1, 1e-2, 1e-3}.
+GRID_CELLS = (*((part, lr) for part in ("all", "block1", "block2", "block3", "auto-rgn")
+                for lr in (1e-3, 1e-4)),
+              ("head", 1e-1), ("head", 1e-2), ("head", 1e-3))
+
+
+def grid_live(case: SearchCase, *, prefer: str, cells: Sequence[tuple[str, float]] = GRID_CELLS) -> Run:
+    """The committed grid's cells re-run here, now, through the workers' ``run_spec``."""
+    from workers.objective import SearchSpace
+
+    names = tuple(name for name, _ in case.group_sizes)
+    space = SearchSpace("paper", names, 1e-5, 1e-1)
+    rows, cpu = [], 0.0
+    for part, lr in cells:
+        spec = space.part_spec(names[-1] if part == "head" else part, lr)
+        started = time.process_time()
+        result = run_spec(spec, case.setup)
+        cpu += time.process_time() - started
+        rows.append({"method": part, "lr": str(lr), "val_acc": str(result.best_val_acc),
+                     "test_acc": str(result.test_acc), "tuned_share": str(result.tuned_share),
+                     "cpu_seconds": "0"})
+    trials = _as_trials(rows, case.n_val)
+    pick = results.recommended_trial(trials, prefer)
+    assert pick is not None
+    return Run(case.shift, case.seed, "grid", len(rows), len(rows), case.setup.epochs * len(rows),
+               cpu, pick.user_attrs[attrs.LABEL], pick.user_attrs[attrs.LR], pick.value,
+               pick.user_attrs[attrs.TEST_ACC])
+
+
 def check_grid_cell(case: SearchCase, path: Path, *, regime: int, epochs: int) -> str:
     """Re-run the grid's block-1 cell at lr 1e-3 and compare its validation curve."""
     from workers.space import TrialSpec
@@ -314,14 +344,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--auto-trials", type=int, default=8)
     p.add_argument("--runs", type=lambda s: tuple(s.split(",")), default=("auto", "tpe", "random"))
     p.add_argument("--prefer", default="parsimony", choices=results.PREFER)
-    p.add_argument("--grid", default="csv", choices=("csv", "live"))
+    p.add_argument("--grid", default="csv", choices=("csv", "live"),
+                   help="csv: re-score the committed grid (runs.csv); live: re-run its cells here")
     p.add_argument("--grid-csv", type=Path, default=GRID_CSV)
     p.add_argument("--check-grid", action="store_true",
                    help="re-run one grid cell per case and compare with runs.csv")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
                    help="only write the table and plot from the runs.csv of these output dirs")
     p.add_argument("--quick", action="store_true",
-                   help="one tiny case, 2 epochs, live grid at lr 1e-3: a smoke test")
+                   help="one tiny case, 2 epochs, a 3-cell live grid: a smoke test")
     args = p.parse_args(argv)
     if args.quick:
         args.shifts, args.seeds, args.regime, args.n_val, args.n_test = ("impulse_noise",), (0,), 8, 5, 10
@@ -358,10 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.check_grid and not notes:
                     notes.append(check_grid_cell(case, args.grid_csv, regime=args.regime,
                                                  epochs=args.epochs))
+            elif args.quick:
+                grid = grid_live(case, prefer=args.prefer,
+                                 cells=(("block1", 1e-3), ("head", 1e-1), ("all", 1e-3)))
             else:
-                grid = run_strategy(case, "paper", max_trials=0, prefer=args.prefer,
-                                    lr_min=1e-3 if args.quick else 1e-5, lr_max=1e-3 if args.quick else 1e-1)
-                grid.run = "grid"
+                grid = grid_live(case, prefer=args.prefer)
             runs.append(grid)
             cap = None
             for name in args.runs:

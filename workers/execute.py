@@ -30,6 +30,7 @@ from workers.context import WorkerContext
 from workers.diagnosing import diagnose_job
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
+from selector.finetune.activation_cache import ActivationCache
 from workers.loading import JobInputs
 from workers.objective import TrainingSetup, encode, make_objective
 from workers.strategies import (
@@ -127,6 +128,17 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
     return StudyHandle(seeded, plan, inputs)
 
 
+def activation_cache(ctx: WorkerContext, inputs: JobInputs) -> ActivationCache | None:
+    """The job's cross-trial prefix cache on this worker (kept on its inputs, so it lives and
+    is evicted with them); None when the setting is 0."""
+    limit = ctx.settings.activation_cache_mb << 20
+    if limit <= 0:
+        return None
+    if inputs.activations is None:
+        inputs.activations = ActivationCache(limit)
+    return inputs.activations
+
+
 #: The objective's name on the dashboard (which otherwise says "Objective 0").
 METRIC_NAMES = ["val_acc"]
 
@@ -160,6 +172,7 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         device=ctx.device,
         precision=job.spec.search.precision,
         deterministic=job.spec.search.deterministic,
+        activation_cache=activation_cache(ctx, inputs),
     )
     objective = make_objective(
         handle.plan.space, setup, worker_id=ctx.worker_id,

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from app.schemas import BuiltinData, BuiltinModel, JobSpec
+from selector.finetune.activation_cache import ActivationCache
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
 from selector.finetune.rgn import group_profile, rgn_weights
 from selector.io.models_io import classifier_width
@@ -40,6 +41,9 @@ class JobInputs:
     data_record: dict[str, Any] | None = None  # the resolved transform, split sizes, classes
     #: Clean images of the source distribution (built-in data only): the diagnosis's null.
     source: Dataset | None = None
+    #: The frozen prefix's activations shared by this job's trials on this worker (created by
+    #: the first trial loop; evicted with the inputs).
+    activations: ActivationCache | None = None
     _baseline: Baseline | None = field(default=None, repr=False)
 
     @property

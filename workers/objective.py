@@ -42,6 +42,7 @@ from selector import (
     auto_snr_finetune,
     surgical_finetune,
 )
+from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.records import NON_FINITE_LOSS
 from workers.space import TrialSpec, contiguous_parts
 
@@ -123,6 +124,8 @@ class TrainingSetup:
     device: str | None
     precision: str = "auto"
     deterministic: bool = False
+    #: Shared by the trials of one job on one worker (``selector.finetune.activation_cache``).
+    activation_cache: ActivationCache | None = None
 
 
 BestHook = Callable[[optuna.Trial, TrialSpec, FinetuneResult], None]
@@ -247,7 +250,8 @@ def run_spec(
     )
     if spec.method == "surgical":
         return surgical_finetune(
-            setup.model, list(spec.groups), setup.train, setup.val, setup.test, **common
+            setup.model, list(spec.groups), setup.train, setup.val, setup.test, **common,
+            activation_cache=setup.activation_cache
         )
     if spec.method == "auto-rgn":
         return auto_rgn_finetune(setup.model, setup.train, setup.val, setup.test, **common)

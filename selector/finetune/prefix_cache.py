@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.batches import SplitData
 
 __all__ = ["CACHE_LIMIT_BYTES", "PrefixCache", "build_prefix_cache"]
@@ -115,10 +116,14 @@ def build_prefix_cache(
     *,
     batch_size: int = 256,
     limit_bytes: int = CACHE_LIMIT_BYTES,
+    store: ActivationCache | None = None,
 ) -> tuple[PrefixCache, dict[str, SplitData]] | None:
     """Find an entry, verify it, and capture every split's entry inputs. Returns the installed
     cache and the splits whose images are replaced by entry inputs, or None (train uncached).
-    ``model`` must be in eval mode and is modified in place until ``PrefixCache.close()``."""
+    ``model`` must be in eval mode and is modified in place until ``PrefixCache.close()``.
+    ``store``: captured splits shared across trials of the same pretrained model and data
+    (:class:`selector.finetune.activation_cache.ActivationCache`); the entry is still verified
+    here, only the capture is reused."""
     if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: train uncached
         return None
     train = splits["train"]
@@ -145,8 +150,14 @@ def build_prefix_cache(
         cache.close()
         if not ok:
             continue
-        cached = {name: _capture(model, entry, split, batch_size)
-                  for name, split in splits.items()}
+        if store is None:
+            cached = {name: _capture(model, entry, split, batch_size)
+                      for name, split in splits.items()}
+        else:
+            cached = {name: store.fetch(
+                (entry, name, split.n, str(split.device), batch_size),
+                lambda split=split: _capture(model, entry, split, batch_size))  # type: ignore[misc]
+                for name, split in splits.items()}
         cache.install()
         return cache, cached
     return None

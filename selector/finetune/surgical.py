@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.batches import SplitData
 from selector.finetune.freeze import make_optimizer, resolve_tune, tuned_parameter_names
 from selector.finetune.records import FinetuneResult
@@ -91,6 +92,7 @@ def surgical_finetune(
     test_each_epoch: bool = True,
     precision: str = "auto",
     deterministic: bool = False,
+    activation_cache: ActivationCache | None = None,
 ) -> FinetuneResult:
     """Fine-tune only the layer groups in ``tune`` on a deep copy of ``model``.
 
@@ -102,7 +104,9 @@ def surgical_finetune(
     :mod:`selector.finetune.prefix_cache`). ``test_each_epoch=False`` evaluates test only once, at the
     best epoch (then ``EpochMetrics.test_acc`` is None). ``precision``: "auto" | "fp32" |
     "bf16" | "fp16" (:mod:`selector.finetune.precision`; ``result.precision`` says what ran);
-    ``deterministic`` keeps ``cudnn.benchmark`` off on CUDA.
+    ``deterministic`` keeps ``cudnn.benchmark`` off on CUDA. ``activation_cache``: share the
+    prefix's captured inputs with other trials on the same ``model`` and data
+    (:mod:`selector.finetune.activation_cache`; results are bit-identical).
     """
     config = TrainConfig(lr, epochs, weight_decay, batch_size, optimizer, bn_mode, seed, device,
                          cache_prefix, test_each_epoch, precision, deterministic)
@@ -111,7 +115,7 @@ def surgical_finetune(
     names = tuned_parameter_names(model, chosen)
     return run_finetune(model, train, val, test, method="surgical" if names else "none",
                         tuned_groups=[g.name for g in chosen], policy=FixedPolicy(names, config),
-                        config=config, on_epoch=on_epoch)
+                        config=config, on_epoch=on_epoch, activation_cache=activation_cache)
 
 
 def evaluate(model: nn.Module, dataset: Dataset[Any], *, batch_size: int = EVAL_BATCH_SIZE,

@@ -24,6 +24,7 @@ from selector.errors import ConfigError, DataError, ImageShapeError
 from selector.finetune.batches import SplitData
 from selector.finetune.freeze import OPTIMIZERS, set_trainable
 from selector.finetune.precision import PRECISIONS, Precision, cudnn_benchmark, resolve_precision
+from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.prefix_cache import build_prefix_cache
 from selector.finetune.records import (
     NON_FINITE_LOSS,
@@ -108,8 +109,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
                  test: Dataset[Any] | None, *, method: str, tuned_groups: list[str],
                  policy: EpochPolicy, config: TrainConfig, on_epoch: OnEpoch | None = None,
-                 ) -> FinetuneResult:
-    """The training loop shared by surgical fine-tuning, Auto-RGN and Auto-SNR."""
+                 activation_cache: ActivationCache | None = None) -> FinetuneResult:
+    """The training loop shared by surgical fine-tuning, Auto-RGN and Auto-SNR.
+    ``activation_cache``: the frozen prefix's captured inputs shared across trials."""
     started = time.perf_counter()
     config.validate()
     device = resolve_device(config.device)
@@ -130,7 +132,8 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
         # a random transform makes the prefix's output differ between epochs: never cache it
         random = any(split.random for split in splits.values())
         if train_now and config.bn_mode == "eval" and config.cache_prefix and not random:
-            built = build_prefix_cache(work, trainable, splits, batch_size=EVAL_BATCH_SIZE)
+            built = build_prefix_cache(work, trainable, splits, batch_size=EVAL_BATCH_SIZE,
+                                       store=activation_cache)
             if built is not None:
                 run.cache, run.splits = built
         try:
