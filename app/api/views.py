@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from fastapi import Response
 from pydantic_core import to_json
+from sqlalchemy import Row
 
 from app.models import Job
 from app.schemas import ArtifactPublic, ArtifactRecord, Problem
@@ -28,8 +29,9 @@ def job_path(job_id: str) -> str:
     return f"{API_PREFIX}/jobs/{job_id}"
 
 
-def job_document(job: Job) -> dict[str, Any]:
-    """The client's view of a job row (the worker's bookkeeping stays private)."""
+def job_document(job: Job | Row[Any]) -> dict[str, Any]:
+    """The client's view of a job row (the worker's bookkeeping stays private); an ORM job or
+    a plain row of the jobs table (:func:`app.store.read_job`) read alike."""
     path = job_path(job.id)
     return {
         "id": job.id,
@@ -55,7 +57,7 @@ def job_document(job: Job) -> dict[str, Any]:
     }
 
 
-def job_json(job: Job) -> bytes:
+def job_json(job: Job | Row[Any]) -> bytes:
     """The job document encoded once (pydantic's encoder: the same datetimes as the models)."""
     return to_json(job_document(job))
 

@@ -19,6 +19,7 @@ from app.store.jobs import (
     delete_job,
     get_job,
     list_jobs,
+    read_job,
     request_cancel,
     spec_hash,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "finish",
     "finish_cancelled",
     "get_job",
+    "read_job",
     "has_free_trial_slot",
     "heartbeat",
     "is_cancel_requested",

@@ -14,8 +14,9 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Row, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -109,6 +110,17 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
     if job is None or (owner is not None and job.owner != owner):
         raise NotFound(f"job {job_id} not found")
     return job
+
+
+def read_job(session: Session, job_id: str, owner: str) -> Row[Any]:
+    """The job's columns as a row, without building an ORM object (the poll endpoint's read,
+    :func:`app.api.views.job_document` takes either); NotFound exactly as :func:`get_job`."""
+    row = None
+    if JOB_ID.fullmatch(job_id):
+        row = session.execute(select(Job.__table__).where(Job.id == job_id)).first()
+    if row is None or row.owner != owner:
+        raise NotFound(f"job {job_id} not found")
+    return row
 
 
 def _encode_token(job: Job) -> str:

@@ -114,7 +114,7 @@ async def read_job(
 
 def _read_own_job(request: Request, job_id: str) -> tuple[bytes, bool]:
     with session_scope(request.app.state.session_factory) as session:
-        job = store.get_job(session, job_id, owner_of(request, session))
+        job = store.read_job(session, job_id, owner_of(request, session))
         return job_json(job), job.state.done
 
 
