@@ -264,8 +264,9 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
             })
     lines = ["# Search efficiency", "", f"Command: `{command}`", ""]
     lines += [f"- {note}" for note in notes] + [""]
-    lines += ["| run | cases | within 0.5 pt of grid | mean regret (pt) | worst regret (pt) | "
-              "compute vs grid (CPU s) | epochs vs grid |", "|---|---|---|---|---|---|---|"]
+    lines += ["| run | cases | within 0.5 pt of grid | same part and lr as the grid's pick | "
+              "mean regret (pt) | worst regret (pt) | compute vs grid (CPU s) | epochs vs grid |",
+              "|---|---|---|---|---|---|---|---|"]
     summary: dict[str, dict[str, float]] = {}
     for name in ("grid", "auto", "tpe", "random"):
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
@@ -273,11 +274,12 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
             continue
         regrets = [100 * ((grid[(r.shift, r.seed)].test_acc or 0) - (r.test_acc or 0)) for r in rows]
         within = sum(1 for g in regrets if g <= 0.5 + 1e-9)
+        same = sum(1 for r in rows if _same_pick(r, grid[(r.shift, r.seed)]))
         cpu = sum(r.cpu_seconds for r in rows) / sum(grid[(r.shift, r.seed)].cpu_seconds for r in rows)
         ep = sum(r.epochs_trained for r in rows) / sum(grid[(r.shift, r.seed)].epochs_trained for r in rows)
         summary[name] = {"within": within / len(rows), "regret": statistics.mean(regrets), "cpu": cpu}
         lines.append(f"| {name} | {len(rows)} | {within}/{len(rows)} ({100 * within / len(rows):.0f}%) | "
-                     f"{statistics.mean(regrets):.2f} | {max(regrets):.2f} | {100 * cpu:.0f}% | "
+                     f"{same}/{len(rows)} | {statistics.mean(regrets):.2f} | {max(regrets):.2f} | {100 * cpu:.0f}% | "
                      f"{100 * ep:.0f}% |")
     lines += ["", "Per case (test accuracy % of the recommendation; CPU s):", "",
               "| shift | seed | grid | auto | tpe | random |", "|---|---|---|---|---|---|"]
@@ -290,6 +292,11 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
         lines.append(f"| {shift} | {seed} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot(out / "regret_vs_compute.png", runs, grid)
+
+
+def _same_pick(run: Run, grid: Run) -> bool:
+    return run.recommended == grid.recommended and run.lr is not None and grid.lr is not None \
+        and abs(run.lr / grid.lr - 1) < 1e-3
 
 
 def read_runs(path: Path) -> list[Run]:
@@ -367,7 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["benchmarks/search_efficiency.py", *(argv if argv is not None else sys.argv[1:])])
     if args.merge:
-        runs = [run for folder in args.merge for run in read_runs(folder / "runs.csv")]
+        seen: set[tuple[str, int, str]] = set()
+        runs = []
+        for folder in args.merge:  # the first folder that has a (shift, seed, run) wins
+            for run in read_runs(folder / "runs.csv"):
+                if (run.shift, run.seed, run.run) not in seen:
+                    seen.add((run.shift, run.seed, run.run))
+                    runs.append(run)
         notes = [line[2:] for folder in args.merge
                  for line in (folder / "table.md").read_text().splitlines() if line.startswith("- ")]
         write_outputs(args.out, runs, notes, command)

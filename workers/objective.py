@@ -166,7 +166,8 @@ def make_objective(
             history.append(metrics.val_acc)
             trial.set_user_attr(attrs.VAL_ACC_PER_EPOCH, list(history))
             trial.report(metrics.val_acc, metrics.epoch)  # always finite: see stop_reason below
-            if trial.should_prune():
+            # A trial that has trained all its epochs completes: pruning it then saves nothing.
+            if metrics.epoch < setup.epochs and trial.should_prune():
                 trial.set_user_attr(
                     attrs.FAIL_REASON,
                     f"pruned at epoch {metrics.epoch}: validation accuracy {metrics.val_acc:.4f} "
