@@ -25,7 +25,7 @@ from app.trials import Studies
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # a job spec is a few hundred bytes
-POLL_THREADS = 4
+POLL_THREADS = 2
 
 DESCRIPTION = """
 Finds which layers of a pretrained model to fine-tune under distribution shift
@@ -65,8 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.studies = studies
     app.state.artifact_store = make_artifact_store(settings)
-    # Threads for the poll endpoint (app.api.routes.jobs.read_job): few, so that a burst of
-    # polls queues briefly instead of thrashing the GIL.
+    # Threads for the poll endpoint (app.api.routes.jobs.read_job): two, so that a burst of
+    # polls queues briefly instead of thrashing the GIL (20 pollers on 2 cores: p99 65 ms with
+    # 2 threads, 225 ms with 4; docs/RELIABILITY.md), while one read may wait on the network.
     app.state.poll_limiter = CapacityLimiter(POLL_THREADS)
     install_problem_handlers(app)
     app.include_router(health.router)

@@ -27,6 +27,7 @@ about a second per trial on one core). Scenarios::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -252,7 +253,9 @@ def poll_load(url: str, key: str, job_id: str, pollers: int, seconds: float) -> 
 def scenario_poll(args: argparse.Namespace) -> dict[str, Any]:
     seconds = 5.0 if args.quick else 20.0
     results: dict[str, Any] = {"pollers": args.pollers, "seconds": seconds}
-    sources = [("after", ROOT, "h11"), ("after-httptools", ROOT, "httptools")]
+    sources = [("after", ROOT, "h11")]
+    if importlib.util.find_spec("httptools") is not None:
+        sources.append(("after-httptools", ROOT, "httptools"))
     if args.before_src:
         sources.insert(0, ("before", Path(args.before_src), "h11"))
     for label, src, http in sources:
