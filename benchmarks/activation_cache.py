@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         surgical_finetune(case.model, [part], case.train, case.val, case.test, lr=1e-2,
                           activation_cache=store, **common)  # another lr fills the cache
         warm, c = cpu(lambda: surgical_finetune(case.model, [part], case.train, case.val,  # noqa: B023
-                                                case.test, lr=1e-3, activation_cache=store,
+                                                case.test, lr=1e-3, activation_cache=store,  # noqa: B023
                                                 **common))
         same = [m.val_acc for m in b.epochs] == [m.val_acc for m in c.epochs]
         lines.append(f"| {part} (lr 1e-3) | {off:.1f} | {per:.1f} | {warm:.1f} | "

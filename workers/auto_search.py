@@ -60,8 +60,7 @@ def fixed_order(names: Sequence[str]) -> list[str]:
     if len(names) > 1:
         order.append(ALL)
     order.extend(names[1:-2])
-    seen: set[str] = set()
-    return [n for n in order if not (n in seen or seen.add(n))]
+    return list(dict.fromkeys(order))  # first occurrence of each, in order
 
 
 def first_rung(names: Sequence[str], lr_min: float, lr_max: float, *,

@@ -24,13 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 from app import store
 from app import trial_attrs as attrs
 from app.schemas import JobError, JobResult
+from selector.finetune.activation_cache import ActivationCache
 from workers import results
 from workers.artifacts import keep_if_best
 from workers.context import WorkerContext
 from workers.diagnosing import diagnose_job
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
-from selector.finetune.activation_cache import ActivationCache
 from workers.loading import JobInputs
 from workers.objective import TrainingSetup, encode, make_objective
 from workers.strategies import (

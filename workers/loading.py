@@ -18,8 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from app.schemas import BuiltinData, BuiltinModel, JobSpec
-from selector.finetune.activation_cache import ActivationCache
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
+from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.rgn import group_profile, rgn_weights
 from selector.io.models_io import classifier_width
 from workers.results import Baseline

@@ -123,20 +123,20 @@ def plan_search(inputs: PlanInputs) -> SearchPlan:
 
     if strategy not in ("auto", "tpe"):
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    parts = tuple(part.label for part in contiguous_parts(names))
+    ranges = tuple(part.label for part in contiguous_parts(names))
     if strategy == "tpe":
-        space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, parts=parts)
+        space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max, parts=ranges)
         return SearchPlan(inputs, space, max_trials)
     space = SearchSpace(strategy, names, inputs.lr_min, inputs.lr_max,
-                        parts=(*parts, "auto-rgn") if inputs.baselines else parts)
+                        parts=(*ranges, "auto-rgn") if inputs.baselines else ranges)
     rung = first_rung(names, inputs.lr_min, inputs.lr_max, ranking=inputs.diagnosis_ranking,
                       auto_rgn=inputs.baselines)[:max_trials]
     order = "the shift diagnosis" if inputs.diagnosis_ranking else "a fixed order"
-    notes = (f"auto: {len(rung)} first-rung candidates in {order} "
-             f"({', '.join(f'{s.label}@{s.lr:g}' for s in rung)}), successive halving from "
-             f"epoch {first_rung_epochs(inputs.epochs)} (reduction factor {REDUCTION_FACTOR}), then "
-             "the learning rate of the top parts refined and contiguous ranges tried",)
-    return SearchPlan(inputs, space, max_trials, tuple(rung), notes, ("first-rung",) * len(rung))
+    note = (f"auto: {len(rung)} first-rung candidates in {order} "
+            f"({', '.join(f'{s.label}@{s.lr:g}' for s in rung)}), successive halving from "
+            f"epoch {first_rung_epochs(inputs.epochs)} (reduction factor {REDUCTION_FACTOR}), then "
+            "the learning rate of the top parts refined and contiguous ranges tried")
+    return SearchPlan(inputs, space, max_trials, tuple(rung), (note,), ("first-rung",) * len(rung))
 
 
 def make_sampler(plan: SearchPlan, seed: int) -> optuna.samplers.BaseSampler:

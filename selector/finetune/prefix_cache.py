@@ -156,7 +156,7 @@ def build_prefix_cache(
         else:
             cached = {name: store.fetch(
                 (entry, name, split.n, str(split.device), batch_size),
-                lambda split=split: _capture(model, entry, split, batch_size))  # type: ignore[misc]
+                lambda split=split, entry=entry: _capture(model, entry, split, batch_size))  # type: ignore[misc]
                 for name, split in splits.items()}
         cache.install()
         return cache, cached

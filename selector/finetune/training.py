@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from selector.errors import ConfigError, DataError, ImageShapeError
+from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.batches import SplitData
 from selector.finetune.freeze import OPTIMIZERS, set_trainable
 from selector.finetune.precision import PRECISIONS, Precision, cudnn_benchmark, resolve_precision
-from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.prefix_cache import build_prefix_cache
 from selector.finetune.records import (
     NON_FINITE_LOSS,
