@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 from app import trial_attrs as attrs
 from selector import discover_groups
 from workers.objective import SearchSpace, TrainingSetup, encode, make_objective
-from workers.space import TrialSpec, label_for
+from workers.space import TrialSpec, contiguous_parts, label_for
 
 
 class DivergesAfter(nn.Module):
@@ -43,7 +43,8 @@ def _run_one_trial(finite_steps: int) -> optuna.trial.FrozenTrial:
                           test=TensorDataset(x[72:], y[72:]), epochs=5, batch_size=16, seed=0,
                           device="cpu")
     names = tuple(g.name for g in groups)
-    space = SearchSpace("tpe", names, 1e-3, 1e-1)
+    space = SearchSpace("tpe", names, 1e-3, 1e-1,
+                        parts=tuple(part.label for part in contiguous_parts(names)))
     params, user_attrs = encode(space, TrialSpec("surgical", names, 1e-2,
                                                  label_for(names, names)))
     study = optuna.create_study(direction="maximize")

@@ -7,7 +7,7 @@ of a paper grid, with and without it, on the built-in case at 10 epochs, one thr
 * the paper grid (each block, the head, all; lrs 1e-3 and 1e-4; 25 images/class) with the
   cross-trial cache and without it (``activation_cache=None``: the code before the change).
 
-    .venv/bin/python benchmarks/activation_cache.py --out benchmarks/results/activation_cache.md
+    .venv/bin/python benchmarks/cross_trial_cache.py --out benchmarks/results/cross_trial_cache.md
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     lines = ["# Cross-trial activation cache", "",
-             f"Command: `benchmarks/activation_cache.py {' '.join(argv or sys.argv[1:])}`", "",
+             f"Command: `benchmarks/cross_trial_cache.py {' '.join(argv or sys.argv[1:])}`", "",
              "| trial | uncached CPU s | per-trial cache CPU s | cross-trial (warm) CPU s | "
              "uncached / warm |", "|---|---|---|---|---|"]
     case = load_case("mnist", "impulse_noise", 4, 0, n_per_class=args.n_per_class,
