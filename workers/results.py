@@ -25,6 +25,7 @@ from workers.space import ALL, NO_FINETUNING
 #: The notes a result may carry, so tests and readers can match them.
 NOTE_NO_GAIN = "no trial beat the untouched model on validation: consider not fine-tuning"
 NOTE_NOT_TRIED = "not tried as a single part: "
+NOTE_STOPPED_EARLY = "stopped early (pruned), so not in the leaderboard: "
 NOTE_CANCELLED = "cancelled before the trial budget was spent: the result covers the trials run"
 NOTE_NOTHING_COMPLETED = "no trial completed (every trial was pruned or failed): nothing to recommend"
 
@@ -288,6 +289,30 @@ def selection(choice: Choice, rows: Sequence[LeaderboardRow]) -> Selection:
     )
 
 
+def coverage_notes(trials: Sequence[FrozenTrial], names: Sequence[str]) -> list[str]:
+    """Which single groups the leaderboard lacks, and why: a part that successive halving (or
+    a divergence in epoch 1) stopped early *was* tried, and its best validation accuracy before
+    it was stopped is evidence too, so it is named apart from the parts never tried."""
+    if len(names) <= 1:
+        return []
+    finished = {t.user_attrs.get(attrs.LABEL) for t in completed(trials)}
+    stopped: dict[str, float] = {}
+    for t in trials:
+        label = t.user_attrs.get(attrs.LABEL)
+        if t.state == TrialState.PRUNED and label in names and label not in finished:
+            best = max(t.intermediate_values.values(), default=float("nan"))
+            stopped[label] = max(stopped.get(label, best), best)
+    never = [name for name in names if name not in finished and name not in stopped]
+    notes = []
+    if stopped:
+        notes.append(NOTE_STOPPED_EARLY + ", ".join(
+            f"{name} (best val {acc:.1%} before it was stopped)" if acc == acc else name
+            for name, acc in ((name, stopped[name]) for name in names if name in stopped)))
+    if never:
+        notes.append(NOTE_NOT_TRIED + ", ".join(never))
+    return notes
+
+
 def build_result(
     trials: Sequence[FrozenTrial],
     group_sizes: Sequence[tuple[str, int]],
@@ -314,10 +339,7 @@ def build_result(
         chosen = selection(choice, rows)
         if baseline is not None and float(choice.best.value or 0.0) <= baseline.val_acc:
             notes.append(NOTE_NO_GAIN)
-    tried = {t.user_attrs.get(attrs.LABEL) for t in completed(trials)}
-    missing = [name for name in names if name not in tried]
-    if missing and len(names) > 1:
-        notes.append(NOTE_NOT_TRIED + ", ".join(missing))
+    notes.extend(coverage_notes(trials, names))
     return JobResult(
         recommendation=recommendation,
         leaderboard=rows,

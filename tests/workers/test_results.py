@@ -86,8 +86,17 @@ def test_leaderboard_rows_follow_the_papers_order_at_the_best_lr_of_each_part():
         pytest.param([trial("block1", 0.4), trial("block2", 0.5), trial("head", 0.3)],
                      Baseline(0.5), "block2", [results.NOTE_NO_GAIN], id="no-gain-over-untouched"),
         pytest.param([pruned("block1"), failed()], Baseline(0.5), None,
-                     [results.NOTE_NOTHING_COMPLETED, results.NOTE_NOT_TRIED + "block1, block2, head"],
+                     [results.NOTE_NOTHING_COMPLETED,
+                      results.NOTE_STOPPED_EARLY + "block1 (best val 20.0% before it was stopped)",
+                      results.NOTE_NOT_TRIED + "block2, head"],
                      id="nothing-completed"),
+        pytest.param([trial("block1", 0.9), trial("head", 0.4, state=TrialState.PRUNED),
+                      trial("block2", 0.3, state=TrialState.PRUNED),
+                      trial("head", 0.6, state=TrialState.PRUNED)],
+                     Baseline(0.5), "block1",
+                     [results.NOTE_STOPPED_EARLY + "block2 (best val 30.0% before it was stopped), "
+                      "head (best val 60.0% before it was stopped)"],
+                     id="successive-halving-stopped-the-rest"),
     ],
 )
 def test_result_recommendation_and_notes(trials, baseline, recommended, notes):
