@@ -6,10 +6,11 @@
    shift diagnosis when there is one (a ranking of parts, best first), else a fixed order that
    covers the three kinds of shift early: first block (input-level), head (output-level), last
    block (feature-level), everything, the middle blocks, Auto-RGN.
-2. **Successive halving.** Every trial reports validation accuracy per epoch; Optuna's
-   ``SuccessiveHalvingPruner`` (rungs at ``epochs // 7``, x3, ...; reduction factor 3) stops
-   a trial that is not in the top third of the trials that reached the same rung, so most
-   candidates cost a few epochs and the best run to the end. Optuna cannot pause a trial, so
+2. **Successive halving.** Every trial reports validation accuracy per epoch; the pruner
+   (rungs at ``epochs // 7``, x3, ...; reduction factor 3; ``workers.halving``) stops a trial
+   that is not in the top third of the trials that reached the same rung, nor within one
+   standard error of that cut, so most candidates cost a few epochs, the best run to the end,
+   and none is stopped on a difference the validation set cannot resolve. Optuna cannot pause a trial, so
    the first trials at a rung continue only when they lead it: the order above matters.
 3. **Refinement** (:class:`AutoSampler`, once the queue is empty): the learning rate of the top
    two parts is moved half a decade either way inside the part's range, then the best single
@@ -32,6 +33,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
+from workers.halving import NoiseAwareHalvingPruner
 from workers.objective import LR, PART, SearchSpace, encode, spec_key
 from workers.space import (
     ALL,
@@ -198,8 +200,6 @@ def first_rung_epochs(epochs: int) -> int:
 
 def make_auto_pruner(epochs: int) -> optuna.pruners.BasePruner:
     """Successive halving on the per-epoch validation reports (rungs at
-    :func:`first_rung_epochs`, x3, ...)."""
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=first_rung_epochs(epochs), reduction_factor=REDUCTION_FACTOR,
-        min_early_stopping_rate=0,
-    )
+    :func:`first_rung_epochs`, x3, ...) that keeps a trial within one standard error of the
+    cut (``workers.halving``)."""
+    return NoiseAwareHalvingPruner(first_rung_epochs(epochs), REDUCTION_FACTOR)

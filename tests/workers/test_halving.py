@@ -1,0 +1,82 @@
+"""The noise-aware successive-halving pruner of ``auto``: who continues at a rung."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from app import trial_attrs as attrs
+from workers.auto_search import make_auto_pruner
+from workers.halving import NoiseAwareHalvingPruner
+
+N_VAL = 200  # SE at 90%: 2.1 points
+
+
+def _study(*curves: dict[int, float], n_val: int = N_VAL) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for curve in curves:
+        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values=curve,
+                                     user_attrs={attrs.N_VAL: n_val}))
+    return study
+
+
+def _candidate(curve: dict[int, float], n_val: int = N_VAL) -> FrozenTrial:
+    trial = create_trial(state=TrialState.PRUNED, intermediate_values=curve,
+                         user_attrs={attrs.N_VAL: n_val})
+    trial.number = 10_000
+    return trial
+
+
+def test_rungs_are_geometric_from_the_first():
+    pruner = NoiseAwareHalvingPruner(2, 3)
+    assert [pruner.rung_at(s) for s in (1, 2, 5, 6, 17, 18)] == [None, 2, 2, 6, 6, 18]
+
+
+def test_the_first_trial_at_a_rung_continues():
+    assert not NoiseAwareHalvingPruner(2, 3).prune(_study(), _candidate({1: 0.1, 2: 0.1}))
+
+
+def test_a_trial_far_below_the_top_third_is_stopped():
+    study = _study({1: 0.9, 2: 0.9}, {1: 0.88, 2: 0.88}, {1: 0.5, 2: 0.5})
+    assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.7, 2: 0.8}))
+
+
+def test_a_trial_within_one_standard_error_of_the_cut_continues():
+    """0.885 vs a cut of 0.90 (SE 2.1 points): a plain top-third cut stops it."""
+    study = _study({1: 0.9, 2: 0.9}, {1: 0.88, 2: 0.88}, {1: 0.5, 2: 0.5})
+    candidate = _candidate({1: 0.8, 2: 0.885})
+    assert not NoiseAwareHalvingPruner(2, 3).prune(study, candidate)
+
+
+def test_fewer_validation_examples_widen_the_tolerance():
+    study = _study({1: 0.9, 2: 0.9}, {1: 0.5, 2: 0.5}, n_val=40)  # SE at 90%: 4.7 points
+    assert not NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({2: 0.86}, n_val=40))
+    assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({2: 0.84}, n_val=40))
+
+
+def test_the_value_at_a_rung_is_the_best_so_far():
+    """A dip at the rung's epoch does not stop a trial whose best epoch leads."""
+    study = _study({1: 0.9, 2: 0.9}, {1: 0.5, 2: 0.5})
+    assert not NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.95, 2: 0.6}))
+
+
+def test_a_rung_is_judged_once():
+    """Past the first rung and before the next, a trial that fell behind is not re-judged."""
+    study = _study({1: 0.99, 2: 0.99}, {1: 0.98, 2: 0.98}, {1: 0.97, 2: 0.97})
+    assert not NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.5, 2: 0.5, 3: 0.5}))
+    assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.5, 2: 0.5}))
+
+
+def test_the_second_rung_compares_the_trials_that_reached_it():
+    early = {1: 0.99, 2: 0.99}  # stopped at the first rung: not a competitor at the second
+    study = _study(early, {e: 0.8 for e in range(1, 7)})
+    assert not NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({e: 0.79 for e in range(1, 7)}))
+    assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({e: 0.6 for e in range(1, 7)}))
+
+
+@pytest.mark.parametrize("epochs,first", [(15, 2), (3, 1), (1, 1)])
+def test_auto_uses_it_from_its_first_rung(epochs, first):
+    pruner = make_auto_pruner(epochs)
+    assert isinstance(pruner, NoiseAwareHalvingPruner)
+    assert pruner.rung_at(first) == first and pruner.rung_at(first - 1) is None

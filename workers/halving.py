@@ -1,0 +1,76 @@
+"""Successive halving that does not stop a candidate on a difference the validation set cannot
+resolve (``auto``'s pruner).
+
+Optuna's ``SuccessiveHalvingPruner`` stops a trial at a rung unless its value is in the top
+1/eta of the trials that reached that rung. At the first rung (two epochs) with a few hundred
+validation images, the values of different parts are often one or two images apart, so the
+cut is decided by noise: a part that needs a few epochs to overtake (the last block under a
+subpopulation shift) is stopped behind one that is merely quick. The product's recommendation
+already refuses to separate trials within one binomial standard error of the best
+(``workers.results``); this pruner applies the same rule to stopping: a trial continues when
+its best validation accuracy so far is within one standard error of the promotion cut.
+
+Rungs are at ``min_resource * eta**k`` epochs; a trial is judged once per rung, when it first
+reports at or past it, against every trial that has reached that rung (itself included), with
+each trial's best value up to the rung (the objective is the best epoch's accuracy). The first
+``eta - 1`` trials at a rung have no top third to be in: like Optuna's pruner, they continue
+only if they are (within one standard error of) the best so far.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from app import trial_attrs as attrs
+from workers.results import standard_error
+
+
+class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
+    """Successive halving (maximising) with a one-standard-error tolerance at the cut."""
+
+    def __init__(self, min_resource: int, reduction_factor: int) -> None:
+        if min_resource < 1 or reduction_factor < 2:
+            raise ValueError("min_resource must be >= 1 and reduction_factor >= 2")
+        self._min_resource = min_resource
+        self._eta = reduction_factor
+
+    def rung_at(self, step: int) -> int | None:
+        """The highest rung (in epochs) at or below ``step``; None before the first."""
+        rung = None
+        resource = self._min_resource
+        while resource <= step:
+            rung = resource
+            resource *= self._eta
+        return rung
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        steps = sorted(trial.intermediate_values)
+        if not steps:
+            return False
+        step = steps[-1]
+        rung = self.rung_at(step)
+        if rung is None or (len(steps) > 1 and steps[-2] >= rung):
+            return False  # not at a rung, or this rung was judged at an earlier report
+        value = _best_up_to(trial, rung)
+        competing = [v for t in study.get_trials(deepcopy=False, states=_REACHED)
+                     if t.number != trial.number and (v := _best_up_to(t, rung)) is not None]
+        competing.append(value)
+        competing.sort(reverse=True)
+        promoted = max(1, len(competing) // self._eta)
+        cut = competing[promoted - 1]
+        n_val = trial.user_attrs.get(attrs.N_VAL)
+        tolerance = standard_error(cut, int(n_val) if n_val else None) or 0.0
+        return value < cut - tolerance
+
+
+#: States of trials that may have reached a rung (waiting trials have reported nothing).
+_REACHED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _best_up_to(trial: FrozenTrial, rung: int) -> float | None:
+    """The trial's best reported value at or before ``rung``, if it reported at or past it."""
+    values = trial.intermediate_values
+    if not values or max(values) < rung:
+        return None
+    return max(v for s, v in values.items() if s <= rung)
