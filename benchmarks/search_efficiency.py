@@ -49,6 +49,7 @@ from workers.strategies import PlanInputs, make_pruner, make_sampler, plan_searc
 
 SHIFTS = ("impulse_noise", "glass_blur", "zigzag", "subpopulation", "label_flip", "spurious")
 GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
+LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "live-grid" / "runs.csv"
 #: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
 GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
 FIELDS = ("shift", "seed", "run", "trials", "completed", "epochs_trained", "cpu_seconds",
@@ -220,6 +221,14 @@ def grid_live(case: SearchCase, *, prefer: str, cells: Sequence[tuple[str, float
                pick.user_attrs[attrs.TEST_ACC])
 
 
+def grid_from_runs(path: Path, shift: str, seed: int) -> Run:
+    """The grid's row for one case from a ``runs.csv`` of an earlier ``--grid live`` run."""
+    for run in read_runs(path):
+        if (run.shift, run.seed, run.run) == (shift, seed, "grid"):
+            return run
+    raise SystemExit(f"no grid row for {shift} seed {seed} in {path}")
+
+
 def check_grid_cell(case: SearchCase, path: Path, *, regime: int, epochs: int) -> str:
     """Re-run the grid's block-1 cell at lr 1e-3 and compare its validation curve."""
     from workers.space import TrialSpec
@@ -351,9 +360,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--auto-trials", type=int, default=8)
     p.add_argument("--runs", type=lambda s: tuple(s.split(",")), default=("auto", "tpe", "random"))
     p.add_argument("--prefer", default="parsimony", choices=results.PREFER)
-    p.add_argument("--grid", default="csv", choices=("csv", "live"),
-                   help="csv: re-score the committed grid (runs.csv); live: re-run its cells here")
+    p.add_argument("--grid", default="csv", choices=("csv", "live", "runs"),
+                   help="csv: re-score the committed grid (runs.csv); live: re-run its cells here; "
+                   "runs: the grid rows of an earlier live run of this script (--grid-runs)")
     p.add_argument("--grid-csv", type=Path, default=GRID_CSV)
+    p.add_argument("--grid-runs", type=Path, default=LIVE_GRID_RUNS,
+                   help="with --grid runs: a runs.csv this script wrote with --grid live")
     p.add_argument("--check-grid", action="store_true",
                    help="re-run one grid cell per case and compare with runs.csv")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
@@ -402,6 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.check_grid and not notes:
                     notes.append(check_grid_cell(case, args.grid_csv, regime=args.regime,
                                                  epochs=args.epochs))
+            elif args.grid == "runs":
+                grid = grid_from_runs(args.grid_runs, shift, seed)
+                if not notes:
+                    notes.append(f"grid rows (test accuracy, CPU s, epochs) from {args.grid_runs}: "
+                                 "the live grid measured earlier, not re-run")
             elif args.quick:
                 grid = grid_live(case, prefer=args.prefer,
                                  cells=(("block1", 1e-3), ("head", 1e-1), ("all", 1e-3)))
