@@ -35,10 +35,10 @@ from selector.finetune.batches import SplitData
 from selector.finetune.freeze import make_optimizer, resolve_tune, tuned_parameter_names
 from selector.finetune.records import FinetuneResult
 from selector.finetune.training import (
-    EVAL_BATCH_SIZE,
     OnEpoch,
     TrainConfig,
     check_model_accepts,
+    eval_batch_size,
     evaluate_split,
     run_finetune,
 )
@@ -118,7 +118,7 @@ def surgical_finetune(
                         config=config, on_epoch=on_epoch, activation_cache=activation_cache)
 
 
-def evaluate(model: nn.Module, dataset: Dataset[Any], *, batch_size: int = EVAL_BATCH_SIZE,
+def evaluate(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None = None,
              device: str | torch.device | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``dataset``, in eval mode, no grad.
 
@@ -134,7 +134,7 @@ def evaluate(model: nn.Module, dataset: Dataset[Any], *, batch_size: int = EVAL_
     model.eval()
     try:
         check_model_accepts(model, {"dataset": split}, probe="dataset")
-        return evaluate_split(model, split, batch_size)
+        return evaluate_split(model, split, batch_size or eval_batch_size(dev))
     finally:
         for module, training in flags:
             module.training = training

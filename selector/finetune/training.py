@@ -34,18 +34,30 @@ from selector.finetune.records import (
 )
 
 __all__ = [
+    "CPU_EVAL_BATCH_SIZE",
     "EVAL_BATCH_SIZE",
     "EpochPolicy",
     "OnEpoch",
     "TrainConfig",
     "check_model_accepts",
+    "eval_batch_size",
     "evaluate_split",
     "logits_of",
     "resolve_device",
     "run_finetune",
 ]
 
+#: Forward-only batch size on accelerators.
 EVAL_BATCH_SIZE = 256
+#: ... and on a CPU, where a batch's activations should fit the core's cache: for the built-in
+#: ResNet on one thread, 128 images cost 30% less per image than 256 (64 is no cheaper).
+#: Predictions do not depend on it (bit-identical logits for the built-in ResNet).
+CPU_EVAL_BATCH_SIZE = 128
+
+
+def eval_batch_size(device: torch.device) -> int:
+    """The forward-only batch size for ``device`` (see :data:`CPU_EVAL_BATCH_SIZE`)."""
+    return CPU_EVAL_BATCH_SIZE if device.type == "cpu" else EVAL_BATCH_SIZE
 
 OnEpoch = Callable[[EpochMetrics], "bool | None"]
 
@@ -132,7 +144,7 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
         # a random transform makes the prefix's output differ between epochs: never cache it
         random = any(split.random for split in splits.values())
         if train_now and config.bn_mode == "eval" and config.cache_prefix and not random:
-            built = build_prefix_cache(work, trainable, splits, batch_size=EVAL_BATCH_SIZE,
+            built = build_prefix_cache(work, trainable, splits, batch_size=eval_batch_size(device),
                                        store=activation_cache)
             if built is not None:
                 run.cache, run.splits = built
@@ -190,7 +202,7 @@ class _Run:
         return logits_of(out).float()
 
     def eval(self, split: str) -> tuple[float, float]:
-        return evaluate_split(self.forward, self.splits[split], EVAL_BATCH_SIZE)
+        return evaluate_split(self.forward, self.splits[split], eval_batch_size(self.device))
 
     def train(self, policy: EpochPolicy, on_epoch: OnEpoch | None) -> None:
         generator = torch.Generator().manual_seed(self.config.seed)
