@@ -9,6 +9,7 @@ opening files, which closes the window in which a symlink could be swapped after
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from app.errors import FieldError, InvalidSpec
 from app.schemas import (
@@ -48,20 +49,41 @@ def _limits(spec: JobSpec, settings: Settings) -> list[FieldError]:
     ]
 
 
-def _file_fields(spec: JobSpec) -> list[tuple[str, str, str]]:
-    """(dotted field, section, attribute) of every file reference in the spec."""
-    fields: list[tuple[str, str, str]] = []
+def _file_fields(spec: JobSpec) -> list[tuple[str, str | None]]:
+    """(dotted field, its reference or None) of every file reference in the spec."""
+    fields: list[tuple[str, str | None]] = []
     model, data = spec.model, spec.data
     if isinstance(model, TorchvisionModel) and model.weights is not None and not (
             WEIGHTS_ENUM.match(model.weights)):  # an enum name is read from the hub cache
-        fields.append(("model.weights", "model", "weights"))
+        fields.append(("model.weights", model.weights))
     if isinstance(model, TorchscriptModel):
-        fields.append(("model.path", "model", "path"))
+        fields.append(("model.path", model.path))
     if isinstance(data, ImageFolderData):
-        fields += [(f"data.{name}", "data", name) for name in ("train", "val", "test", "root")]
+        fields += [(f"data.{name}", getattr(data, name)) for name in ("train", "val", "test",
+                                                                      "root")]
     if isinstance(data, TensorsData):
-        fields += [("data.path", "data", "path"), ("data.labels", "data", "labels")]
+        fields += [("data.path", data.path), ("data.labels", data.labels)]
+    reference = getattr(data, "source_reference", None)
+    if reference is not None:
+        fields += [(f"data.source_reference.{name}", getattr(reference, name))
+                   for name in ("root", "path", "labels")]
     return fields
+
+
+def _with_references(spec: JobSpec, resolved: dict[str, str]) -> JobSpec:
+    """``spec`` with each dotted field of ``resolved`` replaced by its canonical reference."""
+
+    def updated(section: Any, prefix: str) -> Any:
+        changes = {field.removeprefix(prefix): uri for field, uri in resolved.items()
+                   if field.startswith(prefix) and "." not in field.removeprefix(prefix)}
+        return section.model_copy(update=changes) if changes else section
+
+    data = updated(spec.data, "data.")
+    reference = getattr(data, "source_reference", None)
+    if reference is not None:
+        data = data.model_copy(update={"source_reference": updated(
+            reference, "data.source_reference.")})
+    return spec.model_copy(update={"model": updated(spec.model, "model."), "data": data})
 
 
 def factory_allowed(module: str, prefixes: list[str]) -> bool:
@@ -91,21 +113,15 @@ def check_spec(spec: JobSpec, settings: Settings) -> JobSpec:
             FieldError("model.target", f"module {model.module!r} is not in the factory allowlist")
         )
     roots: list[Path] = settings.data_roots
-    updates: dict[str, dict[str, str]] = {"model": {}, "data": {}}
-    for field, section, attr in _file_fields(spec):
-        uri = getattr(getattr(spec, section), attr)
+    resolved: dict[str, str] = {}
+    for field, uri in _file_fields(spec):
         if uri is None:
             continue
         try:
             check_scheme(uri, settings.enabled_uri_schemes)
-            updates[section][attr] = confine(uri, roots)
+            resolved[field] = confine(uri, roots)
         except ValueError as exc:
             errors.append(FieldError(field, str(exc)))
     if errors:
         raise InvalidSpec(errors)
-    return spec.model_copy(
-        update={
-            "model": spec.model.model_copy(update=updates["model"]),
-            "data": spec.data.model_copy(update=updates["data"]),
-        }
-    )
+    return _with_references(spec, resolved)

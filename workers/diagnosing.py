@@ -8,6 +8,7 @@ findings onto the API's :class:`app.schemas.Diagnosis` and words the leaderboard
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from app.schemas import Diagnosis, JobResult
 from workers.loading import JobInputs
@@ -19,6 +20,10 @@ NOTE_AGREED = "the search agreed with the diagnosis: "
 NOTE_DISAGREED = "the search disagreed with the diagnosis: "
 NOTE_DIAGNOSIS_ONLY = "diagnose: no training ran; "
 NOTE_DIAGNOSIS_FAILED = "the shift diagnosis failed: "
+
+#: Study user attributes that show the diagnosis on the Optuna dashboard (set with the plan).
+DIAGNOSIS_ATTR = "diagnosis"
+DIVERGENCE_ATTR = "diagnosis_divergence"
 
 
 def diagnose_job(inputs: JobInputs, seed: int) -> tuple[Diagnosis | None, str | None]:
@@ -32,6 +37,29 @@ def diagnose_job(inputs: JobInputs, seed: int) -> tuple[Diagnosis | None, str | 
     except Exception as error:  # a diagnosis is advice: the search runs without it
         log.exception("shift diagnosis failed")
         return None, f"{NOTE_DIAGNOSIS_FAILED}{type(error).__name__}: {error}"
+
+
+def dashboard_attrs(diagnosis: Diagnosis | None, note: str | None) -> dict[str, Any]:
+    """The diagnosis as the Optuna dashboard shows it: study user attributes, JSON values.
+
+    The dashboard prints a dict attribute as JSON cut at 1,024 characters, so the verdict
+    (kind, ranking, confidence, null, explanation) and the per-group numbers are two short
+    attributes, and each group's numbers are one readable string. The per-layer record stays in
+    the ``facts`` attribute and the job's result."""
+    if diagnosis is None:
+        return {DIAGNOSIS_ATTR: {"kind": "failed", "reason": note}}
+    verdict: dict[str, Any] = {
+        "kind": diagnosis.kind, "ranking": list(diagnosis.ranking),
+        "confidence": round(diagnosis.confidence, 3), "null": diagnosis.null,
+        "explanation": diagnosis.explanation,
+    }
+    if diagnosis.reason:
+        verdict["reason"] = diagnosis.reason
+    groups = {g.name: (f"{g.value:.3g} (null mean {g.null_mean:.3g}, threshold "
+                       f"{g.threshold:.3g}){': exceeds' if g.exceeds else ''}")
+              if g.layers else "no watched layer" for g in diagnosis.groups}
+    return {DIAGNOSIS_ATTR: verdict, DIVERGENCE_ATTR: groups} if groups else {
+        DIAGNOSIS_ATTR: verdict}
 
 
 def agreement_note(diagnosis: Diagnosis, result: JobResult) -> str:

@@ -28,7 +28,7 @@ from selector.finetune.activation_cache import ActivationCache
 from workers import results
 from workers.artifacts import keep_if_best
 from workers.context import WorkerContext
-from workers.diagnosing import diagnose_job
+from workers.diagnosing import dashboard_attrs, diagnose_job
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
 from workers.loading import JobInputs
@@ -120,6 +120,8 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
         study.set_user_attr(PLAN_ATTR, plan.inputs.to_attr())
         study.set_user_attr(FACTS_ATTR, facts.to_attr())
         describe_study(study, job, inputs)
+        for key, value in dashboard_attrs(diagnosis, diagnosis_note).items():
+            study.set_user_attr(key, value)
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):
             params, user_attrs = encode(plan.space, spec)
             study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from app.schemas import BuiltinData, BuiltinModel, JobSpec
+from app.schemas import MAX_REFERENCE_IMAGES, BuiltinData, BuiltinModel, JobSpec
 from selector import LayerGroup, discover_groups, evaluate, relative_gradient_norms
 from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.rgn import group_profile, rgn_weights
@@ -39,7 +39,8 @@ class JobInputs:
     description: str
     device: str | None = None
     data_record: dict[str, Any] | None = None  # the resolved transform, split sizes, classes
-    #: Clean images of the source distribution (built-in data only): the diagnosis's null.
+    #: Clean images of the source distribution (built-in data, or the user's
+    #: ``data.source_reference``): the diagnosis's null.
     source: Dataset | None = None
     #: The frozen prefix's activations shared by this job's trials on this worker (created by
     #: the first trial loop; evicted with the inputs).
@@ -90,19 +91,40 @@ def load_inputs(spec: JobSpec, *, data_dir: Path, device: str | None,
         raise InputError(f"cannot load the job's model or data: {type(error).__name__}: {error}") from error
     model.eval()
     return JobInputs(model, groups, train, val, test, description, device, record,
-                     source=_source_reference(spec))
+                     source=_source_reference(spec, model, record, loader_workers))
 
 
-def _source_reference(spec: JobSpec) -> Dataset | None:
-    """Built-in data knows its source distribution; users' own data brings none (the
-    diagnosis then falls back to its analytic null, or says it is unavailable)."""
+def _source_reference(spec: JobSpec, model: nn.Module, record: dict[str, Any] | None,
+                      loader_workers: int = 0) -> Dataset | None:
+    """Clean images of the source distribution, the diagnosis's null: built-in data knows its
+    own; users' data brings one in ``data.source_reference`` (else the diagnosis falls back to
+    its analytic null, or says it is unavailable).
+
+    A reference that cannot be read fails the job before any trial, like unreadable ``train``
+    data: the user asked for it by name, and a search that silently dropped it would diagnose
+    with a weaker null (or not at all) without saying why."""
     data = spec.data
-    if not isinstance(data, BuiltinData):
-        return None
-    from selector.builtin import source_reference
+    if isinstance(data, BuiltinData):
+        from selector.builtin import source_reference
 
-    return source_reference(data.shift, spec.seed, n_per_class=data.n_per_class,
-                            n_val=data.n_val, n_test=data.n_test)
+        return source_reference(data.shift, spec.seed, n_per_class=data.n_per_class,
+                                n_val=data.n_val, n_test=data.n_test)
+    if data.source_reference is None:
+        return None
+    from selector.io.inputs import load_reference
+
+    try:
+        return load_reference(
+            data.source_reference.model_dump(mode="json", exclude_none=True),
+            limit=MAX_REFERENCE_IMAGES,
+            transform=(data.transform.model_dump(mode="json", exclude_none=True)
+                       if data.transform is not None else None),
+            model_ref=spec.model.model_dump(mode="json"),
+            classes=(record or {}).get("classes"), num_classes=classifier_width(model),
+            seed=spec.seed, loader_workers=loader_workers)
+    except Exception as error:
+        raise InputError(f"cannot load data.source_reference: {type(error).__name__}: "
+                         f"{error}") from error
 
 
 def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader_workers: int = 0

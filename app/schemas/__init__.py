@@ -33,6 +33,7 @@ from app.schemas.result import (
     Selection,
 )
 from app.schemas.spec import (
+    MAX_REFERENCE_IMAGES,
     SHIFT_KINDS,
     UNION_TAGS,
     BuiltinData,
@@ -44,6 +45,7 @@ from app.schemas.spec import (
     JobSpec,
     ModelSpec,
     SearchSpec,
+    SourceReference,
     TensorsData,
     TorchscriptModel,
     TorchvisionModel,
@@ -51,6 +53,7 @@ from app.schemas.spec import (
 )
 
 __all__ = [
+    "MAX_REFERENCE_IMAGES",
     "PATCH_FORMAT",
     "SHIFT_KINDS",
     "UNION_TAGS",
@@ -84,6 +87,7 @@ __all__ = [
     "Recommendation",
     "SearchSpec",
     "Selection",
+    "SourceReference",
     "SplitSpec",
     "TensorsData",
     "TorchscriptModel",

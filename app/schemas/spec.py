@@ -184,13 +184,52 @@ class BuiltinData(_Strict):
         return value
 
 
+#: At most this many source-reference images are read (a seeded sample of the file or folder):
+#: the diagnosis compares at most 1,000 images per side (``selector.diagnose_shift``'s
+#: ``max_examples``), so more would cost decoding time and memory and change nothing.
+MAX_REFERENCE_IMAGES = 1000
+
+
+class SourceReference(_Strict):
+    """Clean, labelled images of the distribution the model was trained on: the shift
+    diagnosis's null. Without one the diagnosis of a BatchNorm model falls back to an analytic
+    null, and a model without running statistics (LayerNorm, GroupNorm) cannot be diagnosed.
+
+    Exactly one of ``root`` (an ImageFolder directory of class folders; with ImageFolder target
+    data its class folders must be among the target's) or ``path`` (a tensors file, read like
+    ``data.path``: ``.pt`` / ``.npz`` images and labels, or a ``.npy`` with ``labels``). It is
+    read with the target data's transform; at most :data:`MAX_REFERENCE_IMAGES` images (a
+    seeded sample) are used."""
+
+    root: Uri | None = None
+    path: Uri | None = None
+    labels: Uri | None = Field(default=None, description="labels of a .npy path (default: "
+                               "labels.npy beside it)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceReference:
+        if (self.root is None) == (self.path is None):
+            raise PydanticCustomError(
+                "reference_kind", "give exactly one of root (an image folder) or path (a "
+                "tensors file)", {"field": "data.source_reference.root"})
+        if self.labels is not None and self.path is None:
+            raise PydanticCustomError(
+                "reference_kind", "labels go with a .npy path, not with an image folder",
+                {"field": "data.source_reference.labels"})
+        return self
+
+
 class _OwnData(_Strict):
-    """What every user-data source accepts: the transform, and few-shot sampling of train."""
+    """What every user-data source accepts: the transform, few-shot sampling of train, and a
+    source reference for the shift diagnosis."""
 
     transform: TransformSpec | None = None
     n_per_class: int | None = Field(
         default=None, ge=1, description="keep this many training images per class (seeded, "
         "stratified): the paper's few-shot regime")
+    source_reference: SourceReference | None = Field(
+        default=None, description="clean images of the model's source distribution, for the "
+        f"shift diagnosis only (never trained on); at most {MAX_REFERENCE_IMAGES} are read")
 
 
 class ImageFolderData(_OwnData):
@@ -381,7 +420,8 @@ class JobSpec(_Strict):
                              "labels": "file:///data/CIFAR-10-C/labels.npy", "severity": 5,
                              "split": {"train": 100, "val": 10, "test": 90},
                              "transform": {"mean": [0.49, 0.48, 0.45],
-                                           "std": [0.25, 0.24, 0.26]}},
+                                           "std": [0.25, 0.24, 0.26]},
+                             "source_reference": {"path": "file:///data/cifar10-test.npz"}},
                 },
             ]
         },

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from selector.errors import DataError
 
-__all__ = ["DataSplits", "ImageOptions", "SplitRule", "few_shot", "image_size",
+__all__ = ["DataSplits", "ImageOptions", "SplitRule", "few_shot", "image_size", "sample_indices",
            "stratified_split"]
 
 
@@ -119,6 +119,14 @@ def few_shot(labels: Tensor, indices: Tensor, n_per_class: int, seed: int,
                             f"n_per_class={n_per_class}")
         kept.append(mine[torch.randperm(len(mine), generator=generator)[:n_per_class]])
     return torch.sort(torch.cat(kept)).values
+
+
+def sample_indices(n: int, limit: int, seed: int) -> list[int]:
+    """At most ``limit`` of ``range(n)``, a seeded random choice, in file order (sorted reads)."""
+    if n <= limit:
+        return list(range(n))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=generator)[:limit].tolist())
 
 
 def _count(amount: Amount, n: int) -> int:

@@ -24,7 +24,7 @@ default depends on the model: ``model_ref``). Image folders are decoded once to 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,9 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from selector.errors import DataError, EmptySplitError, LabelRangeError, MissingFileError
 from selector.io.data_spec import DataSplits, ImageOptions, SplitRule, stratified_split
-from selector.io.image_folders import load_image_folders
+from selector.io.image_folders import load_image_folders, load_image_sample
 from selector.io.models_io import local_path
-from selector.io.tensor_files import load_tensor_file
+from selector.io.tensor_files import load_tensor_file, load_tensor_sample
 from selector.io.transforms import options_from_mapping, resolve_transform
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "SplitRule",
     "load_datasets",
     "load_imagefolder_splits",
+    "load_reference",
     "load_tensor_splits",
     "stratified_split",
 ]
@@ -86,6 +87,40 @@ def load_datasets(ref: str | Path | Mapping[str, Any], *, num_classes: int | Non
         raise DataError(f"unknown data source {source!r}: expected imagefolder or tensors")
     result.transform = transform
     return _checked(result, num_classes)
+
+
+def load_reference(ref: Mapping[str, Any], *, limit: int,
+                   transform: Mapping[str, Any] | None = None,
+                   model_ref: Mapping[str, Any] | None = None,
+                   classes: Sequence[str] | None = None, num_classes: int | None = None,
+                   seed: int = 0, loader_workers: int = 0) -> Dataset[Any]:
+    """Clean, labelled images of the model's source distribution (the job spec's
+    ``data.source_reference``: ``{"root": dir}`` or ``{"path": file, "labels": file}``): the
+    shift diagnosis's reference (``diagnose_shift(source=...)``), never trained on.
+
+    Read with the target's ``transform`` (the same mapping and ``model_ref`` the target was
+    loaded with, so both sides of the comparison see the same preprocessing); at most ``limit``
+    images, a seeded sample. ``classes``: the target's class names (an image folder's labels
+    follow them); labels must lie in ``[0, num_classes)``."""
+    resolved = resolve_transform(transform, model_ref)
+    if ref.get("root"):
+        dataset: Dataset[Any] = load_image_sample(
+            local_path(ref["root"]), resolved, limit, seed,
+            list(classes) if classes else None, loader_workers=loader_workers)
+    elif ref.get("path"):
+        dataset = load_tensor_sample(local_path(ref["path"]), resolved, limit, seed,
+                                     ref.get("labels"))
+    else:
+        raise DataError("a source reference needs a root (image folder) or a path (tensors)")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise EmptySplitError("the source reference holds no images")
+    if num_classes is not None:
+        labels = _all_labels(dataset)
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if len(bad):
+            raise LabelRangeError(f"source reference: label {int(bad[0])} is outside "
+                                  f"[0, {num_classes})")
+    return dataset
 
 
 def _split_fields(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,12 +17,18 @@ import torch
 from torch.utils.data import Subset
 
 from selector.errors import DataError, EmptySplitError, LabelRangeError, MissingFileError
-from selector.io.data_spec import DataSplits, SplitRule, few_shot, stratified_split
+from selector.io.data_spec import (
+    DataSplits,
+    SplitRule,
+    few_shot,
+    sample_indices,
+    stratified_split,
+)
 from selector.io.decode_cache import DecodedImages, decode_files
 from selector.io.models_io import local_path
 from selector.io.transforms import ResolvedTransform
 
-__all__ = ["list_images", "load_image_folders"]
+__all__ = ["list_images", "load_image_folders", "load_image_sample"]
 
 SPLITS = ("train", "val", "test")
 
@@ -58,6 +64,19 @@ def load_image_folders(spec: Mapping[str, Any], transform: ResolvedTransform, ru
                         rule.seed, classes)
         few = Subset(train_set, keep.tolist())
     return DataSplits(few, others["val"], others.get("test"), len(classes), tuple(classes))
+
+
+def load_image_sample(path: Path, transform: ResolvedTransform, limit: int, seed: int,
+                      classes: list[str] | None = None, *, loader_workers: int = 0
+                      ) -> DecodedImages:
+    """At most ``limit`` images of an ImageFolder directory (a seeded sample), decoded in
+    memory: a reference pool, read once per job. Not written to the decode cache, whose one
+    file per folder a sample of the target's own folder would keep replacing. ``classes``:
+    the target's class names, so that labels mean the same on both sides."""
+    files, labels, _ = list_images(path, classes)
+    keep = sample_indices(len(files), limit, seed)
+    return decode_files([files[i] for i in keep], [labels[i] for i in keep], transform,
+                        loader_workers=loader_workers)
 
 
 def list_images(path: Path, classes: list[str] | None = None

@@ -11,6 +11,7 @@ from selector.io.datasets_io import (
     SplitRule,
     load_datasets,
     load_imagefolder_splits,
+    load_reference,
     load_tensor_splits,
     stratified_split,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "load_datasets",
     "load_imagefolder_splits",
     "load_model",
+    "load_reference",
     "load_state_dict_file",
     "load_tensor_splits",
     "replace_head",

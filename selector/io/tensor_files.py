@@ -19,11 +19,17 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from selector.errors import DataError, ImageShapeError, MissingFileError
-from selector.io.data_spec import DataSplits, SplitRule, few_shot, stratified_split
+from selector.io.data_spec import (
+    DataSplits,
+    SplitRule,
+    few_shot,
+    sample_indices,
+    stratified_split,
+)
 from selector.io.models_io import local_path
 from selector.io.transforms import ResolvedTransform
 
-__all__ = ["load_tensor_file"]
+__all__ = ["load_tensor_file", "load_tensor_sample"]
 
 SPLITS = ("train", "val", "test")
 
@@ -55,6 +61,36 @@ def load_tensor_file(path: Path, options: ResolvedTransform, rule: SplitRule,
         keep = few_shot(y, torch.arange(len(y)), rule.n_per_class, rule.seed)
         train = TensorDataset(x[keep], y[keep])
     return DataSplits(train, built["val"], built.get("test"), 0)
+
+
+def load_tensor_sample(path: Path, options: ResolvedTransform, limit: int, seed: int,
+                       labels_path: str | None = None) -> TensorDataset:
+    """At most ``limit`` examples of a tensors file (a seeded sample), not cut into splits: a
+    reference pool. A file of per-split keys gives its train split; a ``.npy`` is read whole
+    (no severity: a reference is clean data). Only the chosen images are converted."""
+    if not path.is_file():
+        raise MissingFileError(path, "data file")
+    if path.suffix == ".npy":
+        images, labels = _cifar_c(path, None, labels_path)
+    else:
+        try:
+            content = _read(path)
+        except DataError:
+            raise
+        except Exception as error:  # as load_tensor_file: say which file
+            raise DataError(f"{path} is not a readable {path.suffix} tensors file "
+                            f"({type(error).__name__}: {str(error).strip()[:200]})") from error
+        pair = _pair(content, "") or _pair(content, "train")
+        if pair is None:
+            raise DataError(f"{path}: expected keys images/labels (or x/y), or train_images/"
+                            f"train_labels; found {sorted(content)}")
+        images, labels = pair
+    y = _labels(labels if isinstance(labels, Tensor) else np.array(labels))  # a writable copy
+    if len(images) != len(y):
+        raise DataError(f"{len(images)} images but {len(y)} labels")
+    keep = torch.as_tensor(sample_indices(len(y), limit, seed), dtype=torch.long)
+    chosen = images[keep] if isinstance(images, Tensor) else np.asarray(images)[keep.numpy()]
+    return TensorDataset(_images(chosen, options), y[keep])
 
 
 def _read(path: Path) -> Mapping[str, Any]:

@@ -61,6 +61,14 @@ def folder(api: Api, **extra: Any) -> dict[str, Any]:
     ({"n_per_class": 100_000}, TV, "data.n_per_class"),
     ({"split": {"train": 100_000, "val": 1}}, TV, "data.split.train"),
     ({"train": "/x/train"}, TV, "data.train"),
+    ({"source_reference": {}}, TV, "data.source_reference.root"),
+    ({"source_reference": {"root": "/x/ref", "path": "/x/ref.npz"}}, TV,
+     "data.source_reference.root"),
+    ({"source_reference": {"root": "/x/ref", "labels": "/x/labels.npy"}}, TV,
+     "data.source_reference.labels"),
+    ({"source_reference": {"root": "relative/ref"}}, TV, "data.source_reference.root"),
+    ({"source_reference": {"path": "/etc/passwd"}}, TV, "data.source_reference.path"),
+    ({"source_reference": {"root": "/x/ref", "size": 5}}, TV, "data.source_reference.size"),
 ])
 def test_bad_own_data_fields_are_problems_naming_the_field(
     client: httpx.Client, api: Api, data: dict[str, Any], model: dict[str, Any], field: str
@@ -92,6 +100,23 @@ def test_tensors_fields_and_precision(client: httpx.Client, api: Api) -> None:
     response = client.post("/v1/jobs", json={**body, "search": {"precision": "fp8"}})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "search.precision"
+
+
+def test_a_source_reference_is_confined_and_stored_canonical(client: httpx.Client,
+                                                            api: Api) -> None:
+    root = api.settings.data_roots[0]
+    (root / "clean").mkdir(exist_ok=True)
+    data = folder(api, source_reference={"root": f"{root}/photos/../clean"})
+    response = client.post("/v1/jobs", json={"model": TV, "data": data})
+    assert response.status_code == 202, response.text
+    spec = client.get(f"/v1/jobs/{response.json()['id']}").json()["spec"]
+    assert spec["data"]["source_reference"] == {"root": (root / "clean").resolve().as_uri(),
+                                                "path": None, "labels": None}
+    tensors = {"source": "tensors", "path": f"{root}/fog.npy",
+               "source_reference": {"path": f"{root}/fog.npy", "labels": "/etc/labels.npy"}}
+    response = client.post("/v1/jobs", json={"model": TV, "data": tensors})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "data.source_reference.labels"
 
 
 def test_a_root_folder_gets_a_default_split(api: Api) -> None:

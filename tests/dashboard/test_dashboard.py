@@ -3,6 +3,7 @@ read back through optuna-dashboard's own JSON API; ``readonly`` refuses every ch
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,8 +50,8 @@ def _study_id(http: httpx.Client, job_id: str) -> int:
     return ids[study_name(job_id)]
 
 
-def _attrs(trial: dict[str, Any]) -> dict[str, str]:
-    return {attr["key"]: attr["value"] for attr in trial["user_attrs"]}
+def _attrs(trial_or_study: dict[str, Any]) -> dict[str, str]:
+    return {attr["key"]: attr["value"] for attr in trial_or_study["user_attrs"]}
 
 
 def test_a_finished_jobs_study_trials_and_artifacts_read_back(
@@ -76,7 +77,14 @@ def test_a_finished_jobs_study_trials_and_artifacts_read_back(
             assert a["groups"] == f'["{a["label"]}"]'
 
     artifacts = {artifact["filename"]: artifact for artifact in study["artifacts"]}
-    assert {"accuracy_by_part.png", "search_history.png", "result.json"} <= set(artifacts)
+    assert {"accuracy_by_part.png", "search_history.png", "diagnosis.png",
+            "result.json"} <= set(artifacts)
+    # The shift diagnosis, readable on the study's page (dicts are shown as JSON).
+    study_attrs = _attrs(study)
+    verdict = json.loads(study_attrs["diagnosis"])
+    assert verdict["kind"] == "input" and verdict["ranking"][0] == "block1"
+    assert verdict["null"] == "source-bootstrap" and verdict["explanation"]
+    assert "null mean" in json.loads(study_attrs["diagnosis_divergence"])["block1"]
     png = http.get(f"/artifacts/{study_id}/{artifacts['accuracy_by_part.png']['artifact_id']}")
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     # The weights belong to the trials that trained them (the best one's are the job's patch).

@@ -266,3 +266,35 @@ def test_per_split_tensors_keep_their_splits_and_few_shot_applies_to_train(tmp_p
     x, y = splits.train.tensors
     assert x.shape == (12, 3, 8, 8) and torch.bincount(y).tolist() == [4, 4, 4]
     assert len(splits.val) == 6 and splits.transform.record()["channels"] == 3
+
+
+# --- source references (the diagnosis's null) ---------------------------------------------
+
+
+def test_a_source_reference_is_a_capped_seeded_sample_read_with_the_targets_transform(
+        tmp_path: Path) -> None:
+    from selector.errors import LabelRangeError
+    from selector.io.inputs import load_reference
+
+    folder = make_folder(tmp_path / "ref", per_class=5)
+    transform = {"image_size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    first = load_reference({"root": str(folder)}, limit=4, transform=transform, seed=3,
+                           classes=["cat", "dog"], num_classes=2)
+    again = load_reference({"root": folder.as_uri()}, limit=4, transform=transform, seed=3)
+    assert len(first) == 4 and first[0][0].shape == (3, 16, 16)
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, again, strict=True))
+    whole = load_reference({"root": str(folder)}, limit=1000, transform=transform)
+    assert len(whole) == 10  # fewer than the cap: all of them
+    # A dog-only target names its classes; the reference's cat folder then is not among them.
+    with pytest.raises(DataError, match="not in the train split"):
+        load_reference({"root": str(folder)}, limit=4, classes=["dog"], transform=transform)
+
+    images = np.random.default_rng(0).integers(0, 255, (50, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "clean.npy", images)
+    np.save(tmp_path / "clean_labels.npy", np.arange(50) % 5)
+    reference = {"path": str(tmp_path / "clean.npy"),
+                 "labels": str(tmp_path / "clean_labels.npy")}
+    sample = load_reference(reference, limit=7, num_classes=5)
+    assert len(sample) == 7 and sample[0][0].shape == (3, 8, 8)
+    with pytest.raises(LabelRangeError, match="source reference"):
+        load_reference(reference, limit=50, num_classes=3)

@@ -93,7 +93,9 @@ def wait_until(condition: Callable[[], Any], timeout: float = 120, what: str = "
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _service(backend: str, dbs: Databases, tmp_path: Path, data_dir: Path) -> Iterator[Service]:
+def _service(backend: str, dbs: Databases, tmp_path: Path, data_dir: Path,
+             **overrides: Any) -> Iterator[Service]:
+    """A live API over a fresh database; ``overrides``: more settings (e.g. an allowlist)."""
     url = dbs.migrated(backend)
     settings = Settings(
         data_dir=data_dir,
@@ -105,6 +107,7 @@ def _service(backend: str, dbs: Databases, tmp_path: Path, data_dir: Path) -> It
         trial_heartbeat_seconds=1,
         trial_grace_seconds=4,
         retry_after_seconds=1,
+        **overrides,
     )
     env = {
         **os.environ,
