@@ -119,8 +119,8 @@ def auto_rgn_finetune(
                          cache_prefix=False, test_each_epoch=test_each_epoch,
                          precision=precision, deterministic=deterministic)
     all_groups = list(groups) if groups is not None else discover_groups(model)
-    policy = _RgnPolicy(_scored_names(model), all_groups, config, keep_optimizer_state,
-                        score_batches)
+    policy = _RgnPolicy(_scored_names(model), config, score_batches, groups=all_groups,
+                        keep_state=keep_optimizer_state)
     result = run_finetune(model, train, val, test, method="auto-rgn", tuned_groups=[],
                           policy=policy, config=config, on_epoch=on_epoch)
     return _with_groups(result, all_groups)
@@ -143,7 +143,7 @@ def auto_snr_finetune(
                          cache_prefix=False, test_each_epoch=test_each_epoch,
                          precision=precision, deterministic=deterministic)
     all_groups = list(groups) if groups is not None else discover_groups(model)
-    policy = _SnrPolicy(_scored_names(model), config, threshold, score_batches)
+    policy = _SnrPolicy(_scored_names(model), config, score_batches, threshold=threshold)
     result = run_finetune(model, train, val, test, method="auto-snr", tuned_groups=[],
                           policy=policy, config=config, on_epoch=on_epoch)
     return _with_groups(result, all_groups)
@@ -153,11 +153,12 @@ def auto_snr_finetune(
 
 
 @dataclass
-class _RgnPolicy:
+class _ScoringPolicy:
+    """What Auto-RGN and Auto-SNR share: every scored tensor is trainable, and every epoch
+    starts by scoring them on a few shuffled training batches with the model in eval mode."""
+
     names: list[str]
-    groups: list[LayerGroup]
     config: TrainConfig
-    keep_state: bool
     n_batches: int
     generator: torch.Generator = field(init=False)
 
@@ -165,13 +166,27 @@ class _RgnPolicy:
         # Its own stream: the training order stays the one surgical_finetune uses for the seed.
         self.generator = torch.Generator().manual_seed(self.config.seed + 7919)
 
+    def scoring_batches(self, model: nn.Module, train: SplitData) -> list[tuple[Tensor, Tensor]]:
+        """Put ``model`` in eval mode (as the reference scores) and draw this epoch's batches."""
+        model.eval()
+        return _shuffled_batches(train, self.n_batches, self.config.batch_size, self.generator)
+
+    def trainable_names(self) -> list[str]:
+        return list(self.names)
+
+    def tuned_names(self) -> list[str]:
+        return list(self.names)
+
+
+@dataclass
+class _RgnPolicy(_ScoringPolicy):
+    groups: list[LayerGroup] = field(kw_only=True)
+    keep_state: bool = field(kw_only=True)
+
     def begin_epoch(self, epoch: int, model: nn.Module, train: SplitData,
                     previous: torch.optim.Optimizer | None
                     ) -> tuple[torch.optim.Optimizer, dict[str, float] | None]:
-        model.eval()
-        batches = _shuffled_batches(train, self.n_batches, self.config.batch_size,
-                                    self.generator)
-        weights = rgn_weights(relative_gradient_norms(model, batches))
+        weights = rgn_weights(relative_gradient_norms(model, self.scoring_batches(model, train)))
         param_groups = per_tensor_groups(model, weights, self.config.lr)
         if self.keep_state and previous is not None:
             for old, new in zip(previous.param_groups, param_groups, strict=True):
@@ -182,32 +197,16 @@ class _RgnPolicy:
                                        weight_decay=self.config.weight_decay)
         return optimizer, group_profile(weights, self.groups)
 
-    def trainable_names(self) -> list[str]:
-        return list(self.names)
-
-    def tuned_names(self) -> list[str]:
-        return list(self.names)
-
 
 @dataclass
-class _SnrPolicy:
-    names: list[str]
-    config: TrainConfig
-    threshold: float
-    n_batches: int
+class _SnrPolicy(_ScoringPolicy):
+    threshold: float = field(kw_only=True)
     kept: set[str] = field(default_factory=set)
-    generator: torch.Generator = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.generator = torch.Generator().manual_seed(self.config.seed + 7919)
 
     def begin_epoch(self, epoch: int, model: nn.Module, train: SplitData,
                     previous: torch.optim.Optimizer | None
                     ) -> tuple[torch.optim.Optimizer, dict[str, float] | None]:
-        model.eval()
-        batches = _shuffled_batches(train, self.n_batches, self.config.batch_size,
-                                    self.generator)
-        scores = gradient_snr(model, batches)
+        scores = gradient_snr(model, self.scoring_batches(model, train))
         keep = {n for n, v in scores.items() if not v < self.threshold}  # NaN is kept
         self.kept |= keep
         params = dict(model.named_parameters())
@@ -218,9 +217,6 @@ class _SnrPolicy:
         param_groups = [g for g in param_groups if g["params"]]
         return make_optimizer(self.config.optimizer, param_groups, lr=self.config.lr,
                               weight_decay=self.config.weight_decay), None
-
-    def trainable_names(self) -> list[str]:
-        return list(self.names)
 
     def tuned_names(self) -> list[str]:
         return [n for n in self.names if n in self.kept]
