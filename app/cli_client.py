@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, ParamSpec, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -70,6 +70,18 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console()
+
+
+def _print_found(found: Any, as_json: bool,
+                 table: Literal["diagnosis_table", "jobs_table", "trials_table"]) -> None:
+    """What a command fetched: the API's JSON with ``--json``, else the :mod:`app.tables`
+    function named ``table`` applied to it (named, so rich loads only when a table prints)."""
+    if as_json:
+        _print_json(found)
+        return
+    from app import tables
+
+    _console().print(getattr(tables, table)(found))
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -137,12 +149,7 @@ def diagnose(
     """Diagnose where the spec's shift lives, without training (a 'diagnose' job)."""
     with Client(url, api_key) as client:
         found = client.diagnose(load_spec(spec), timeout=timeout, progress=_show_progress(as_json))
-    if as_json:
-        _print_json(found)
-        return
-    from app.tables import diagnosis_table
-
-    _console().print(diagnosis_table(found))
+    _print_found(found, as_json, "diagnosis_table")
 
 
 @remote_app.command()
@@ -185,12 +192,7 @@ def trials(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_js
     """List a job's trials."""
     with Client(url, api_key) as client:
         found = client.trials(job_id)
-    if as_json:
-        _print_json(found)
-        return
-    from app.tables import trials_table
-
-    _console().print(trials_table(found))
+    _print_found(found, as_json, "trials_table")
 
 
 @remote_app.command()
@@ -234,12 +236,7 @@ def list_(state: Annotated[str | None, typer.Option(help="queued|running|succeed
     """List jobs, newest first."""
     with Client(url, api_key) as client:
         jobs = list(client.iter_jobs(state=state))
-    if as_json:
-        _print_json(jobs)
-        return
-    from app.tables import jobs_table
-
-    _console().print(jobs_table(jobs))
+    _print_found(jobs, as_json, "jobs_table")
 
 
 
