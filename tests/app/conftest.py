@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, delete, text
 from sqlalchemy.engine import make_url
@@ -24,6 +25,7 @@ from app.db import make_engine, make_session_factory
 from app.migrate import upgrade
 from app.models import ApiKey, Job
 from app.settings import Settings
+from tests.app.server import Api
 
 PG_BASE_URL = os.environ.get(
     "SURGICAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -155,3 +157,11 @@ def factory(engine: Engine) -> sessionmaker[Session]:
 @pytest.fixture
 def backend(db_url: str) -> str:
     return make_url(db_url).get_backend_name()
+
+
+@pytest.fixture
+def client(api: Api) -> Iterator[httpx.Client]:
+    """HTTP to the module's live server (its ``api`` fixture) under a fresh API key: a fresh
+    owner, so the tests sharing one server never see each other's jobs."""
+    with api.client(api.new_key()) as client:
+        yield client

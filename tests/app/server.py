@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import create_api_key
-from app.db import session_scope
+from app.db import make_engine, make_session_factory, session_scope
+from app.main import create_app
 from app.settings import Settings
 
 
@@ -42,6 +43,18 @@ def serve(app: FastAPI, port: int = 0) -> Iterator[str]:
         server.should_exit = True
         thread.join(20)
         sock.close()
+
+
+@contextmanager
+def serve_api(settings: Settings, app: FastAPI | None = None) -> Iterator[Api]:
+    """Serve ``app`` (default: the service on ``settings``) until the block ends; yields an
+    :class:`Api` on it with a session factory on the same database (for module fixtures)."""
+    engine = make_engine(settings)
+    try:
+        with serve(app or create_app(settings)) as base_url:
+            yield Api(base_url, settings, make_session_factory(engine))
+    finally:
+        engine.dispose()
 
 
 @dataclass

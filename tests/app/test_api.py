@@ -23,7 +23,7 @@ from app.db import make_engine, make_session_factory, session_scope
 from app.main import MAX_BODY_BYTES, create_app
 from app.settings import Settings
 from tests.app.helpers import MINIMAL, RESULT, RESULT_STORED, force_running
-from tests.app.server import Api, serve
+from tests.app.server import Api, serve, serve_api
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
@@ -48,16 +48,8 @@ def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     def boom() -> None:
         raise RuntimeError("secret internals /etc/shadow")
 
-    engine = make_engine(settings)
-    with serve(app) as base_url:
-        yield Api(base_url, settings, make_session_factory(engine))
-    engine.dispose()
-
-
-@pytest.fixture
-def client(api: Api) -> Iterator[httpx.Client]:
-    with api.client(api.new_key()) as client:
-        yield client
+    with serve_api(settings, app) as api:
+        yield api
 
 
 def submit(client: httpx.Client, body: dict[str, Any] | None = None, **headers: str) -> str:

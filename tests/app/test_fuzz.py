@@ -15,10 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.db import make_engine, make_session_factory
-from app.main import create_app
 from app.settings import Settings
-from tests.app.server import Api, serve
+from tests.app.server import Api, serve_api
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import checks  # noqa: E402
@@ -39,11 +37,8 @@ def fuzz_api(databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     root: Path = tmp_path_factory.mktemp("fuzz")
     (root / "data").mkdir()
     settings_ = Settings(data_dir=root, database_url=url, data_roots=[root / "data"])
-    engine = make_engine(settings_)
-    with serve(create_app(settings_)) as base_url:
-        api = Api(base_url, settings_, make_session_factory(engine))
+    with serve_api(settings_) as api:
         yield api, api.new_key("fuzzer")
-    engine.dispose()
     databases.drop(url)
 
 

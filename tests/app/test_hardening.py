@@ -17,13 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from app.db import make_engine, make_session_factory, session_scope
-from app.main import create_app
+from app.db import session_scope
 from app.models import Job
 from app.schemas.spec import MAX_GROUPS
 from app.settings import Settings
 from tests.app.helpers import MINIMAL
-from tests.app.server import Api, serve
+from tests.app.server import Api, serve_api
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
@@ -34,16 +33,8 @@ def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     root = tmp_path_factory.mktemp("hardening")
     (root / "data").mkdir()
     settings = Settings(data_dir=root, database_url=module_db_url, data_roots=[root / "data"])
-    engine = make_engine(settings)
-    with serve(create_app(settings)) as base_url:
-        yield Api(base_url, settings, make_session_factory(engine))
-    engine.dispose()
-
-
-@pytest.fixture
-def client(api: Api) -> Iterator[httpx.Client]:
-    with api.client(api.new_key()) as client:
-        yield client
+    with serve_api(settings) as api:
+        yield api
 
 
 def problem(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:

@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import create_app
 from app.schemas import JobSpec
 from app.settings import Settings
 from tests.app.helpers import MINIMAL
-from tests.app.server import Api, serve
+from tests.app.server import Api, serve_api
 
 PROBLEM = "application/problem+json"
 TV = {"source": "torchvision", "arch": "resnet18", "num_classes": 3}
@@ -26,18 +25,8 @@ def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (root / "data" / "photos").mkdir(parents=True)
     (root / "data" / "fog.npy").write_bytes(b"x")
     settings = Settings(data_dir=root, database_url=module_db_url, data_roots=[root / "data"])
-    from app.db import make_engine, make_session_factory
-
-    engine = make_engine(settings)
-    with serve(create_app(settings)) as base_url:
-        yield Api(base_url, settings, make_session_factory(engine))
-    engine.dispose()
-
-
-@pytest.fixture
-def client(api: Api) -> Iterator[httpx.Client]:
-    with api.client(api.new_key()) as client:
-        yield client
+    with serve_api(settings) as api:
+        yield api
 
 
 def folder(api: Api, **extra: Any) -> dict[str, Any]:
