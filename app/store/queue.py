@@ -157,30 +157,12 @@ def add_artifact(session: Session, job_id: str, artifact: ArtifactRecord | Mappi
 
 def finish(session: Session, job_id: str, worker_id: str, result: JobResult | Mapping[str, Any]) -> bool:
     """running -> succeeded with ``result`` (validated as JobResult)."""
-    value = _json(JobResult, result)
-    now = utcnow()
-    return _guarded(
-        session,
-        _owned(job_id, worker_id),
-        state=JobState.succeeded,
-        result=value,
-        finished_at=now,
-        updated_at=now,
-    )
+    return _end(session, job_id, worker_id, JobState.succeeded, result=_json(JobResult, result))
 
 
 def fail(session: Session, job_id: str, worker_id: str, error: JobError | Mapping[str, Any]) -> bool:
     """running -> failed with ``error`` ({type, detail}; never a stack trace: clients see it)."""
-    value = _json(JobError, error)
-    now = utcnow()
-    return _guarded(
-        session,
-        _owned(job_id, worker_id),
-        state=JobState.failed,
-        error=value,
-        finished_at=now,
-        updated_at=now,
-    )
+    return _end(session, job_id, worker_id, JobState.failed, error=_json(JobError, error))
 
 
 def finish_cancelled(
@@ -189,16 +171,15 @@ def finish_cancelled(
 ) -> bool:
     """running -> cancelled, after the worker stopped on cancel_requested; ``result`` covers the
     trials that did run (so a cancelled search still shows what it found)."""
-    now = utcnow()
     value = None if result is None else _json(JobResult, result)
-    return _guarded(
-        session,
-        _owned(job_id, worker_id),
-        state=JobState.cancelled,
-        result=value,
-        finished_at=now,
-        updated_at=now,
-    )
+    return _end(session, job_id, worker_id, JobState.cancelled, result=value)
+
+
+def _end(session: Session, job_id: str, worker_id: str, state: JobState, **values: Any) -> bool:
+    """running -> the final ``state`` with ``values``, only while ``worker_id`` owns the job."""
+    now = utcnow()
+    return _guarded(session, _owned(job_id, worker_id), state=state, finished_at=now,
+                    updated_at=now, **values)
 
 
 def _back_to_queue(now: Any) -> dict[str, Any]:
