@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
 from app.schemas import Diagnosis, JobResult, LeaderboardRow
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def _pyplot():
@@ -28,6 +34,19 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _legend_beside(ax: Axes) -> None:
+    """The legend right of the axes, where it cannot hide a bar or a point."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _save(plt: ModuleType, fig: Figure, path: Path, **savefig: Any) -> Path:
+    """Lay ``fig`` out, write it to ``path`` and close it (pyplot keeps open figures alive)."""
+    fig.tight_layout()
+    fig.savefig(path, **savefig)
+    plt.close(fig)
+    return path
 
 
 def accuracy_axis(leaderboard: Sequence[LeaderboardRow]) -> tuple[float, float]:
@@ -59,11 +78,8 @@ def plot_accuracy_by_part(path: Path, leaderboard: Sequence[LeaderboardRow], tit
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(*accuracy_axis(leaderboard))
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    _legend_beside(ax)
+    return _save(plt, fig, path, bbox_inches="tight")
 
 
 def plot_rgn_profile(path: Path, profile: dict[str, float], group_names: Sequence[str]) -> Path:
@@ -75,10 +91,7 @@ def plot_rgn_profile(path: Path, profile: dict[str, float], group_names: Sequenc
     ax.set_title("Auto-RGN: relative gradient norm per layer group")
     ax.set_ylim(0, 1.05)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_search_history(path: Path, trials: Sequence[FrozenTrial]) -> Path:
@@ -113,11 +126,8 @@ def plot_search_history(path: Path, trials: Sequence[FrozenTrial]) -> Path:
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Search history")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    _legend_beside(ax)
+    return _save(plt, fig, path, bbox_inches="tight")
 
 
 def plot_selection(path: Path, result: JobResult) -> Path:
@@ -155,11 +165,8 @@ def plot_selection(path: Path, result: JobResult) -> Path:
     rule = "fewest tuned within one SE" if selection is None or selection.rule == "parsimony" \
         else "best validation accuracy"
     ax.set_title(f"Recommendation: {rule}")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    _legend_beside(ax)
+    return _save(plt, fig, path, bbox_inches="tight")
 
 
 def plot_diagnosis(path: Path, diagnosis: Diagnosis) -> Path:
@@ -194,7 +201,4 @@ def plot_diagnosis(path: Path, diagnosis: Diagnosis) -> Path:
     ax.set_title(f"Shift diagnosis: {diagnosis.kind}, tune {diagnosis.ranking[0]} "
                  f"(dashed: group threshold, *: exceeds)", fontsize=9, pad=14)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, bbox_inches="tight")
