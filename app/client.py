@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -246,7 +247,8 @@ class Client:
     def delete(self, job_id: str) -> None:
         self._request("DELETE", f"/v1/jobs/{job_id}")
 
-    def trials(self, job_id: str) -> list[TrialPublic]:
+    # ``builtins.list``: inside the class body ``list`` is the method above.
+    def trials(self, job_id: str) -> builtins.list[TrialPublic]:
         return TrialsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/trials").json()).data
 
     def result(self, job_id: str) -> JobResult:
@@ -267,7 +269,7 @@ class Client:
             raise SurgicalError(f"job {job.id} has no diagnosis: {'; '.join(found.notes)}")
         return found.diagnosis
 
-    def artifacts(self, job_id: str) -> list[ArtifactPublic]:
+    def artifacts(self, job_id: str) -> builtins.list[ArtifactPublic]:
         return ArtifactsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()).data
 
     def download(self, job_id: str, name: str, path: str | Path) -> Path:

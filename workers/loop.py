@@ -21,8 +21,10 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -196,7 +198,12 @@ def run_worker(ctx: WorkerContext, *, drain: bool = False, poll_seconds: float =
     log.info("worker %s stopped", ctx.worker_id)
 
 
-def install_signal_handlers(ctx: WorkerContext) -> dict[int, object]:
+#: What ``signal.signal`` takes and returns: a function, ``SIG_DFL``/``SIG_IGN``, or None (a
+#: handler not installed from Python).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def install_signal_handlers(ctx: WorkerContext) -> dict[int, SignalHandler]:
     """First SIGTERM/SIGINT: stop after the current trial; second: stop now. Returns the
     handlers it replaced (so an embedding program gets them back)."""
     if threading.current_thread() is not threading.main_thread():

@@ -299,7 +299,8 @@ def coverage_notes(trials: Sequence[FrozenTrial], names: Sequence[str]) -> list[
     stopped: dict[str, float] = {}
     for t in trials:
         label = t.user_attrs.get(attrs.LABEL)
-        if t.state == TrialState.PRUNED and label in names and label not in finished:
+        if t.state == TrialState.PRUNED and isinstance(label, str) and label in names \
+                and label not in finished:
             best = max(t.intermediate_values.values(), default=float("nan"))
             stopped[label] = max(stopped.get(label, best), best)
     never = [name for name in names if name not in finished and name not in stopped]

@@ -94,7 +94,7 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 async def get_owner(request: Request, _credentials: BearerDep) -> str:
     """The owner of the request's API key (found once per request)."""
-    owner = getattr(request.state, "owner", None)
+    owner: str | None = getattr(request.state, "owner", None)
     if owner is None:
         owner = await run_in_threadpool(_owner_in_own_transaction, request)
     return owner

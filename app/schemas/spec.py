@@ -51,14 +51,16 @@ SHIFT_KINDS: dict[str, str] = {
     "spurious": "output",
 }  # fmt: skip
 
+BuiltinModelName = Literal["mnist-resnet", "mnist-resnet-subpop", "mnist-resnet-spurious"]
+
 #: The source model each built-in shift is defined against (every other shift: mnist-resnet).
 #: The subpopulation model predicts 5 superclasses and the spurious one a binary label, so
 #: another model cannot be evaluated on those targets.
-SHIFT_MODELS: dict[str, str] = {
+SHIFT_MODELS: dict[str, BuiltinModelName] = {
     "subpopulation": "mnist-resnet-subpop",
     "spurious": "mnist-resnet-spurious",
 }
-DEFAULT_BUILTIN_MODEL = "mnist-resnet"
+DEFAULT_BUILTIN_MODEL: BuiltinModelName = "mnist-resnet"
 
 #: Epochs per trial of the paper's protocol (Lee et al. 2023, Appendix: every CIFAR-10-C and
 #: ImageNet-C run fine-tunes for 15 epochs). The ``paper`` strategy uses it when the request
@@ -108,7 +110,7 @@ class BuiltinModel(_Strict):
     """
 
     source: Literal["builtin"] = "builtin"
-    name: Literal["mnist-resnet", "mnist-resnet-subpop", "mnist-resnet-spurious"] | None = None
+    name: BuiltinModelName | None = None
 
 
 class TorchvisionModel(_Strict):
