@@ -53,6 +53,7 @@ class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
         if rung is None or (len(steps) > 1 and steps[-2] >= rung):
             return False  # not at a rung, or this rung was judged at an earlier report
         value = _best_up_to(trial, rung)
+        assert value is not None  # it reported at step >= rung
         competing = [v for t in study.get_trials(deepcopy=False, states=_REACHED)
                      if t.number != trial.number and (v := _best_up_to(t, rung)) is not None]
         competing.append(value)
