@@ -10,7 +10,10 @@ Optuna study, one thread):
 * ``grid``   the reference. ``--grid csv`` re-scores the committed exhaustive grid of
   ``benchmarks/results/runs.csv`` (same protocol, epochs, seeds and data; one cell is re-run
   to check that it reproduces); ``--grid live`` re-runs those cells here, now.
-* ``auto``   the product's default strategy, ``max_trials`` = ``--auto-trials``.
+* ``auto``   the product's default strategy as a job runs it: the shift diagnosis first
+  (``selector.diagnose_shift`` with the built-in source reference, its CPU seconds counted),
+  whose ranking orders the first rung; ``max_trials`` = ``--auto-trials``.
+* ``auto-fixed``  the same without the diagnosis (the first rung in its fixed order).
 * ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
   trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
 
@@ -52,6 +55,7 @@ GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
 LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "live-grid" / "runs.csv"
 #: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
 GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
+RUN_NAMES = ("grid", "auto", "auto-fixed", "tpe", "random")
 FIELDS = ("shift", "seed", "run", "trials", "completed", "epochs_trained", "cpu_seconds",
           "compute_share", "recommended", "lr", "val_acc", "test_acc", "regret", "grid_test_acc")
 
@@ -129,6 +133,10 @@ class SearchCase:
     setup: TrainingSetup
     group_sizes: tuple[tuple[str, int], ...]
     n_val: int
+    #: The shift diagnosis's ranking of parts (what a job's ``auto`` orders its first rung by)
+    #: and the CPU seconds it took.
+    diagnosis_ranking: tuple[str, ...] | None = None
+    diagnosis_cpu: float = 0.0
 
 
 def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: int,
@@ -141,17 +149,34 @@ def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: 
     groups = discover_groups(case.model)
     setup = TrainingSetup(case.model, groups, case.train, case.val, case.test, epochs=epochs,
                           batch_size=64, seed=seed, device="cpu")
-    return SearchCase(shift, seed, setup, tuple((g.name, g.num_params) for g in groups), len(case.val))
+    ranking, cpu = diagnose_case(case, groups, shift, seed, regime=regime, n_val=n_val, n_test=n_test)
+    return SearchCase(shift, seed, setup, tuple((g.name, g.num_params) for g in groups),
+                      len(case.val), ranking, cpu)
+
+
+def diagnose_case(case: Any, groups: Sequence[Any], shift: str, seed: int, *, regime: int,
+                  n_val: int, n_test: int) -> tuple[tuple[str, ...] | None, float]:
+    """The ranking a job's diagnosis would give ``auto`` (``workers.execute``: the built-in
+    source reference as the null; no ranking when it is unavailable) and its CPU seconds."""
+    from selector import diagnose_shift
+    from selector.builtin import source_reference
+
+    started = time.process_time()
+    source = source_reference(shift, seed, n_per_class=regime, n_val=n_val, n_test=n_test)
+    found = diagnose_shift(case.model, case.train, groups=groups, source=source, seed=seed)
+    cpu = time.process_time() - started
+    return (None if found.kind == "unavailable" else tuple(found.ranking)), cpu
 
 
 def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                  cpu_cap: float | None = None, lr_min: float = 1e-5, lr_max: float = 1e-1) -> Run:
     """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
     the CPU seconds spent are below it."""
-    strategy = "tpe" if run == "random" else run
+    strategy = {"random": "tpe", "auto-fixed": "auto"}.get(run, run)
     names = tuple(name for name, _ in case.group_sizes)
+    ranking = case.diagnosis_ranking if run == "auto" else None
     plan = plan_search(PlanInputs(strategy, names, max_trials, lr_min, lr_max,
-                                  case.setup.epochs, prefer=prefer))
+                                  case.setup.epochs, prefer=prefer, diagnosis_ranking=ranking))
     sampler = (optuna.samplers.RandomSampler(seed=case.seed) if run == "random"
                else make_sampler(plan, case.seed))
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=make_pruner(plan))
@@ -167,13 +192,14 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
         finally:
             trial.set_user_attr("cpu_s", time.process_time() - started)
 
-    spent = 0.0
+    spent = case.diagnosis_cpu if run == "auto" else 0.0
     budget = plan.budget if cpu_cap is None else 10_000
     for _ in range(budget):
         if cpu_cap is not None and spent >= cpu_cap:
             break
         study.optimize(timed, n_trials=1, catch=(Exception,))
         spent = sum(t.user_attrs.get("cpu_s", 0.0) for t in study.get_trials(deepcopy=False))
+        spent += case.diagnosis_cpu if run == "auto" else 0.0
     trials = study.get_trials(deepcopy=False)
     pick = results.recommended_trial(trials, prefer)
     epochs = sum(len(t.user_attrs.get(attrs.VAL_ACC_PER_EPOCH, [])) for t in trials
@@ -185,7 +211,8 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                None if pick is None else pick.value,
                None if pick is None else pick.user_attrs.get(attrs.TEST_ACC),
                {"duplicates_trained": len(keys) - len(set(keys)),
-                "trial_log": [(t.number, t.state.name, t.user_attrs.get(attrs.LABEL),
+                "ranking": ranking,
+               "trial_log": [(t.number, t.state.name, t.user_attrs.get(attrs.LABEL),
                                t.user_attrs.get(attrs.LR), t.value,
                                len(t.user_attrs.get(attrs.VAL_ACC_PER_EPOCH, [])))
                               for t in trials]})
@@ -277,7 +304,7 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
               "mean regret (pt) | worst regret (pt) | compute vs grid (CPU s) | epochs vs grid |",
               "|---|---|---|---|---|---|---|---|"]
     summary: dict[str, dict[str, float]] = {}
-    for name in ("grid", "auto", "tpe", "random"):
+    for name in RUN_NAMES:
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
         if not rows:
             continue
@@ -291,10 +318,11 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
                      f"{same}/{len(rows)} | {statistics.mean(regrets):.2f} | {max(regrets):.2f} | {100 * cpu:.0f}% | "
                      f"{100 * ep:.0f}% |")
     lines += ["", "Per case (test accuracy % of the recommendation; CPU s):", "",
-              "| shift | seed | grid | auto | tpe | random |", "|---|---|---|---|---|---|"]
+              "| shift | seed | " + " | ".join(RUN_NAMES) + " |",
+              "|---|---|" + "---|" * len(RUN_NAMES)]
     for (shift, seed), _ref in sorted(grid.items()):
         cells = []
-        for name in ("grid", "auto", "tpe", "random"):
+        for name in RUN_NAMES:
             r = next((x for x in runs if (x.shift, x.seed, x.run) == (shift, seed, name)), None)
             cells.append("—" if r is None or r.test_acc is None else
                          f"{100 * r.test_acc:.1f} ({r.recommended} @ {r.lr:g}; {r.cpu_seconds:.0f} s)")
@@ -326,7 +354,8 @@ def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run]) -> N
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    colours = {"grid": "black", "auto": "#e6550d", "tpe": "#3182bd", "random": "#31a354"}
+    colours = {"grid": "black", "auto": "#e6550d", "auto-fixed": "#fdae6b", "tpe": "#3182bd",
+               "random": "#31a354"}
     for name, colour in colours.items():
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
         if not rows:
@@ -358,7 +387,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n-test", type=int, default=80)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--auto-trials", type=int, default=8)
-    p.add_argument("--runs", type=lambda s: tuple(s.split(",")), default=("auto", "tpe", "random"))
+    p.add_argument("--runs", type=lambda s: tuple(s.split(",")),
+                   default=("auto", "auto-fixed", "tpe", "random"),
+                   help="tpe and random run until they have spent auto's CPU seconds")
     p.add_argument("--prefer", default="parsimony", choices=results.PREFER)
     p.add_argument("--grid", default="csv", choices=("csv", "live", "runs"),
                    help="csv: re-score the committed grid (runs.csv); live: re-run its cells here; "
@@ -430,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # tpe and random get auto's trial count as their plan's budget (it sets TPE's
                 # startup trials) and run until they have spent auto's CPU seconds.
                 run = run_strategy(case, name, max_trials=args.auto_trials, prefer=args.prefer,
-                                   cpu_cap=cap)
+                                   cpu_cap=cap if name in ("tpe", "random") else None)
                 if name == "auto":
                     cap = run.cpu_seconds
                 runs.append(run)
@@ -439,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"(grid {grid.recommended}@{grid.lr} test {grid.test_acc}, "
                       f"cpu {grid.cpu_seconds:.0f} s); duplicates trained "
                       f"{run.extra.get('duplicates_trained')}", flush=True)
+                if name == "auto":
+                    print(f"    first rung ordered by the diagnosis: {run.extra.get('ranking')}")
                 print("   ", run.extra.get("trial_log"), flush=True)
             write_outputs(args.out, runs, notes, command)
     notes.append(f"wall time {time.time() - started:.0f} s")

@@ -25,12 +25,14 @@ def test_quick_run_writes_csv_table_and_plot(tmp_path: Path, builtin_data_dir: P
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with (out / "runs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["run"] for r in rows] == ["grid", "auto", "tpe", "random"]
+    assert [r["run"] for r in rows] == ["grid", "auto", "auto-fixed", "tpe", "random"]
     grid_cpu = float(rows[0]["cpu_seconds"])
     for row in rows[1:]:
         assert float(row["cpu_seconds"]) > 0 and row["test_acc"]
     # tpe and random run until they have spent auto's compute (one trial may overshoot)
-    assert float(rows[2]["cpu_seconds"]) >= float(rows[1]["cpu_seconds"]) and grid_cpu > 0
+    assert float(rows[3]["cpu_seconds"]) >= float(rows[1]["cpu_seconds"]) and grid_cpu > 0
+    # auto orders its first rung by the shift diagnosis, as a job does
+    assert "first rung ordered by the diagnosis: ('" in done.stdout
     assert "duplicates trained 0" in done.stdout
     assert "| auto | 1 |" in (out / "table.md").read_text()
     assert (out / "regret_vs_compute.png").stat().st_size > 0
