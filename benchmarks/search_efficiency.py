@@ -14,6 +14,8 @@ Optuna study, one thread):
   (``selector.diagnose_shift`` with the built-in source reference, its CPU seconds counted),
   whose ranking orders the first rung; ``max_trials`` = ``--auto-trials``.
 * ``auto-fixed``  the same without the diagnosis (the first rung in its fixed order).
+* ``auto-sh`` (only with ``--runs``) an ablation: ``auto`` with Optuna's
+  ``SuccessiveHalvingPruner`` instead of ``workers.halving`` (no one-standard-error tolerance).
 * ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
   trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
 
@@ -47,6 +49,7 @@ import torch  # noqa: E402
 
 from app import trial_attrs as attrs  # noqa: E402
 from workers import results  # noqa: E402
+from workers.auto_search import REDUCTION_FACTOR, first_rung_epochs  # noqa: E402
 from workers.objective import TrainingSetup, encode, make_objective, run_spec  # noqa: E402
 from workers.strategies import PlanInputs, make_pruner, make_sampler, plan_search  # noqa: E402
 
@@ -55,7 +58,7 @@ GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
 LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "live-grid" / "runs.csv"
 #: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
 GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
-RUN_NAMES = ("grid", "auto", "auto-fixed", "tpe", "random")
+RUN_NAMES = ("grid", "auto", "auto-fixed", "auto-sh", "tpe", "random")
 FIELDS = ("shift", "seed", "run", "trials", "completed", "epochs_trained", "cpu_seconds",
           "compute_share", "recommended", "lr", "val_acc", "test_acc", "regret", "grid_test_acc")
 
@@ -172,14 +175,19 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                  cpu_cap: float | None = None, lr_min: float = 1e-5, lr_max: float = 1e-1) -> Run:
     """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
     the CPU seconds spent are below it."""
-    strategy = {"random": "tpe", "auto-fixed": "auto"}.get(run, run)
+    strategy = {"random": "tpe", "auto-fixed": "auto", "auto-sh": "auto"}.get(run, run)
     names = tuple(name for name, _ in case.group_sizes)
-    ranking = case.diagnosis_ranking if run == "auto" else None
+    ranking = case.diagnosis_ranking if run in ("auto", "auto-sh") else None
     plan = plan_search(PlanInputs(strategy, names, max_trials, lr_min, lr_max,
                                   case.setup.epochs, prefer=prefer, diagnosis_ranking=ranking))
     sampler = (optuna.samplers.RandomSampler(seed=case.seed) if run == "random"
                else make_sampler(plan, case.seed))
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=make_pruner(plan))
+    pruner = make_pruner(plan)
+    if run == "auto-sh":  # the ablation: Optuna's successive halving, no noise tolerance
+        pruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first_rung_epochs(case.setup.epochs), reduction_factor=REDUCTION_FACTOR,
+            min_early_stopping_rate=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for spec, source in zip(plan.enqueued, plan.sources, strict=True):
         params, user_attrs = encode(plan.space, spec)
         study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})
@@ -192,14 +200,15 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
         finally:
             trial.set_user_attr("cpu_s", time.process_time() - started)
 
-    spent = case.diagnosis_cpu if run == "auto" else 0.0
+    diagnosed = run in ("auto", "auto-sh")
+    spent = case.diagnosis_cpu if diagnosed else 0.0
     budget = plan.budget if cpu_cap is None else 10_000
     for _ in range(budget):
         if cpu_cap is not None and spent >= cpu_cap:
             break
         study.optimize(timed, n_trials=1, catch=(Exception,))
         spent = sum(t.user_attrs.get("cpu_s", 0.0) for t in study.get_trials(deepcopy=False))
-        spent += case.diagnosis_cpu if run == "auto" else 0.0
+        spent += case.diagnosis_cpu if diagnosed else 0.0
     trials = study.get_trials(deepcopy=False)
     pick = results.recommended_trial(trials, prefer)
     epochs = sum(len(t.user_attrs.get(attrs.VAL_ACC_PER_EPOCH, [])) for t in trials
@@ -304,6 +313,7 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
               "mean regret (pt) | worst regret (pt) | compute vs grid (CPU s) | epochs vs grid |",
               "|---|---|---|---|---|---|---|---|"]
     summary: dict[str, dict[str, float]] = {}
+    present = [name for name in RUN_NAMES if any(r.run == name for r in runs)]
     for name in RUN_NAMES:
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
         if not rows:
@@ -318,11 +328,11 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
                      f"{same}/{len(rows)} | {statistics.mean(regrets):.2f} | {max(regrets):.2f} | {100 * cpu:.0f}% | "
                      f"{100 * ep:.0f}% |")
     lines += ["", "Per case (test accuracy % of the recommendation; CPU s):", "",
-              "| shift | seed | " + " | ".join(RUN_NAMES) + " |",
-              "|---|---|" + "---|" * len(RUN_NAMES)]
+              "| shift | seed | " + " | ".join(present) + " |",
+              "|---|---|" + "---|" * len(present)]
     for (shift, seed), _ref in sorted(grid.items()):
         cells = []
-        for name in RUN_NAMES:
+        for name in present:
             r = next((x for x in runs if (x.shift, x.seed, x.run) == (shift, seed, name)), None)
             cells.append("—" if r is None or r.test_acc is None else
                          f"{100 * r.test_acc:.1f} ({r.recommended} @ {r.lr:g}; {r.cpu_seconds:.0f} s)")
@@ -354,7 +364,8 @@ def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run]) -> N
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    colours = {"grid": "black", "auto": "#e6550d", "auto-fixed": "#fdae6b", "tpe": "#3182bd",
+    colours = {"grid": "black", "auto": "#e6550d", "auto-fixed": "#fdae6b", "auto-sh": "#8c6d31",
+               "tpe": "#3182bd",
                "random": "#31a354"}
     for name, colour in colours.items():
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]
