@@ -19,7 +19,8 @@ Optuna study, one thread):
 * ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
   trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
 
-Every run's recommendation is chosen by the same rule (``--prefer``, default the product's
+Every run (the live grid too) trains with a fresh cross-trial activation cache, as one job on
+one worker does. Every run's recommendation is chosen by the same rule (``--prefer``, default the product's
 one-standard-error rule) and scored by its test accuracy; regret = grid's selected test
 accuracy minus the run's (points). Compute = the sum of trial CPU seconds
 (``time.process_time`` around each trial, single thread), and trained epochs.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import statistics
 import sys
 import time
@@ -171,6 +173,18 @@ def diagnose_case(case: Any, groups: Sequence[Any], shift: str, seed: int, *, re
     return (None if found.kind == "unavailable" else tuple(found.ranking)), cpu
 
 
+#: The workers' default ``SURGICAL_ACTIVATION_CACHE_MB`` (512).
+ACTIVATION_CACHE_BYTES = 512 << 20
+
+
+def as_a_job(case: SearchCase) -> TrainingSetup:
+    """The case's setup with a fresh cross-trial activation cache, as one job on one worker
+    has (every run gets its own: nothing is shared between strategies)."""
+    from selector.finetune.activation_cache import ActivationCache
+
+    return dataclasses.replace(case.setup, activation_cache=ActivationCache(ACTIVATION_CACHE_BYTES))
+
+
 def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                  cpu_cap: float | None = None, lr_min: float = 1e-5, lr_max: float = 1e-1) -> Run:
     """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
@@ -191,7 +205,7 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
     for spec, source in zip(plan.enqueued, plan.sources, strict=True):
         params, user_attrs = encode(plan.space, spec)
         study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})
-    objective = make_objective(plan.space, case.setup, worker_id="bench")
+    objective = make_objective(plan.space, as_a_job(case), worker_id="bench")
 
     def timed(trial: optuna.Trial) -> float:
         started = time.process_time()
@@ -240,11 +254,12 @@ def grid_live(case: SearchCase, *, prefer: str, cells: Sequence[tuple[str, float
 
     names = tuple(name for name, _ in case.group_sizes)
     space = SearchSpace("paper", names, 1e-5, 1e-1)
+    setup = as_a_job(case)
     rows, cpu = [], 0.0
     for part, lr in cells:
         spec = space.part_spec(names[-1] if part == "head" else part, lr)
         started = time.process_time()
-        result = run_spec(spec, case.setup)
+        result = run_spec(spec, setup)
         cpu += time.process_time() - started
         rows.append({"method": part, "lr": str(lr), "val_acc": str(result.best_val_acc),
                      "test_acc": str(result.test_acc), "tuned_share": str(result.tuned_share),
