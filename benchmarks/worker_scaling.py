@@ -86,16 +86,18 @@ def main() -> None:
     lines = [
         "# Worker scaling: one job, several workers",
         "",
-        f"Command: `python benchmarks/worker_scaling.py --workers {' '.join(map(str, args.workers))}`  ",
+        f"Command: `python benchmarks/worker_scaling.py {' '.join(sys.argv[1:])}`  ",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{os.cpu_count()} cores; database: {'given URL' if args.database_url else 'SQLite'}  ",
         f"Job: `{json.dumps(spec)}`",
         "",
-        "| workers | wall time (s) | speed-up | state | trials | best part | best val acc |",
-        "|---:|---:|---:|---|---:|---|---:|",
+        "| workers | wall time (s) | speed-up | parallel efficiency | state | trials | best part | best val acc |",
+        "|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for row in rows:
-        lines.append(f"| {row['workers']} | {row['seconds']} | {base / row['seconds']:.2f}x | "
+        speedup = base / row["seconds"]
+        lines.append(f"| {row['workers']} | {row['seconds']} | {speedup:.2f}x | "
+                     f"{100 * speedup * rows[0]['workers'] / row['workers']:.0f}% | "
                      f"{row['state']} | {row['trials']} | {row['best']} | {row['best_val_acc']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
