@@ -72,7 +72,12 @@ def explain(kind: str, top: str, *, earliest: str | None, ratio: float | None,
         sentence = (f"{lead}{what} {ratio:.1f}x more from {reference} than unshifted data does "
                     f"(threshold {threshold_ratio:.1f}x){weak}.")
         sentence = sentence[0].upper() + sentence[1:]
-        return f"{sentence} The shift looks {kind}-level: tune {top}."
+        caveat = (" Unconfirmed: past the first stage, activations also drift between training "
+                  "and evaluation mode, which this null cannot see (benchmarks/diagnosis_null.py: "
+                  "false alarms on unshifted data for some architectures); clean source images "
+                  "(source=, data.source_reference) would settle it."
+                  if kind == "feature" and null == "analytic" else "")
+        return f"{sentence} The shift looks {kind}-level: tune {top}.{caveat}"
     acc = "unknown" if accuracy is None else f"{accuracy:.0%}"
     if kind == "output":
         return (f"Feature statistics stay within the unshifted range in every group{weak}, but the "

@@ -168,3 +168,15 @@ def test_a_torchscript_model_is_unavailable_not_misread(trained, held_out) -> No
     diagnosis = diagnose_shift(scripted, target, source=source)
     assert diagnosis.kind == "unavailable", diagnosis.explanation
     assert diagnosis.reason and diagnosis.forward_passes <= 2
+
+
+def test_a_feature_level_finding_without_source_data_says_it_is_unconfirmed():
+    """Past the first stage the analytic null cannot see the train/eval drift of activations
+    (benchmarks/diagnosis_null.py found false alarms there), so the sentence says so."""
+    from selector.diagnosis.rule import explain
+
+    common = dict(earliest="block3", ratio=5.0, threshold_ratio=2.0, reference="the running "
+                  "statistics", previous="block2", accuracy=0.5, confidence=0.9, reason=None)
+    assert "Unconfirmed" in explain("feature", "block3", null="analytic", **common)
+    assert "Unconfirmed" not in explain("feature", "block3", null="source-bootstrap", **common)
+    assert "Unconfirmed" not in explain("input", "block1", null="analytic", **common)
