@@ -12,7 +12,8 @@ its best validation accuracy so far is within one standard error of the promotio
 
 Rungs are at ``min_resource * eta**k`` epochs; a trial is judged once per rung, when it first
 reports at or past it, against every trial that has reached that rung (itself included), with
-each trial's best value up to the rung (the objective is the best epoch's accuracy). The first
+each trial's best value up to its first report at or past the rung (the objective is the best
+epoch's accuracy). The first
 ``eta - 1`` trials at a rung have no top third to be in: like Optuna's pruner, they continue
 only if they are (within one standard error of) the best so far.
 """
@@ -70,8 +71,11 @@ _REACHED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _best_up_to(trial: FrozenTrial, rung: int) -> float | None:
-    """The trial's best reported value at or before ``rung``, if it reported at or past it."""
+    """The trial's best value over its reports up to its first one at or past ``rung`` (None
+    if it has not reached the rung). With a report every epoch that is the best epoch so far."""
     values = trial.intermediate_values
-    if not values or max(values) < rung:
+    reached = [step for step in values if step >= rung]
+    if not reached:
         return None
-    return max(v for s, v in values.items() if s <= rung)
+    first = min(reached)
+    return max(value for step, value in values.items() if step <= first)

@@ -80,3 +80,13 @@ def test_auto_uses_it_from_its_first_rung(epochs, first):
     pruner = make_auto_pruner(epochs)
     assert isinstance(pruner, NoiseAwareHalvingPruner)
     assert pruner.rung_at(first) == first and pruner.rung_at(first - 1) is None
+
+
+def test_a_trial_that_skips_the_rung_step_is_judged_on_its_first_report_past_it():
+    """Reports at epochs 1 and 3 (rung 2): judged at 3, with the best of epochs 1 and 3."""
+    study = _study({1: 0.9, 2: 0.9}, {1: 0.5, 2: 0.5})
+    assert not NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.2, 3: 0.9}))
+    assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.2, 3: 0.3}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={3: 0.99},
+                                 user_attrs={attrs.N_VAL: N_VAL}))  # first report past the rung
+    assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.2, 2: 0.9}))
