@@ -13,9 +13,8 @@ its best validation accuracy so far is within one standard error of the promotio
 Rungs are at ``min_resource * eta**k`` epochs; a trial is judged once per rung, when it first
 reports at or past it, against every trial that has reached that rung (itself included), with
 each trial's best value up to its first report at or past the rung (the objective is the best
-epoch's accuracy). The first
-``eta - 1`` trials at a rung have no top third to be in: like Optuna's pruner, they continue
-only if they are (within one standard error of) the best so far.
+epoch's accuracy). The first ``eta - 1`` trials at a rung have no top third to be in: like
+Optuna's pruner, they continue only if they are (within one standard error of) the best so far.
 """
 
 from __future__ import annotations
