@@ -164,18 +164,22 @@ def test_two_workers_on_postgres_share_one_job_without_running_a_trial_twice(
 @pytest.mark.postgres
 def test_a_worker_killed_mid_trial_loses_nothing(postgres_service: Service):
     service = postgres_service
-    budget = 4
+    budget, epochs = 4, 20
     with service.client() as client:
-        job = client.submit(tiny_job(max_trials=budget, epochs=8, strategy="tpe"))
+        job = client.submit(tiny_job(max_trials=budget, epochs=epochs, strategy="tpe"))
         victim = service.start_worker()
 
         def running_trial():
+            # early in its epochs, so it cannot finish between this query and the kill
             running = service.trials(job.id, states=(TrialState.RUNNING,))
-            return running[0] if running and running[0].intermediate_values else None
+            return (running[0] if running and 1 <= len(running[0].intermediate_values) <= epochs // 4
+                    else None)
 
         killed = wait_until(running_trial, 180, "a trial in the middle of its epochs")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
+        stale = {t.number: t.state for t in service.trials(job.id)}
+        assert stale[killed.number] == TrialState.RUNNING, "the trial ended before the kill"
 
         rescuer = service.start_worker("--drain")
         assert rescuer.wait(timeout=300) == 0, service.worker_logs()
