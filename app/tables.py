@@ -40,6 +40,12 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
             _val(row.val_acc, row.val_se), _pct(row.test_acc), _pct(row.tuned_share),
             str(row.best_epoch), _flag(row.within_band), _flag(row.pareto),
         )
+    for part in result.stopped_early:  # tried, stopped early: evidence, never a candidate
+        table.add_row(
+            f"{part.label} (stopped)", part.method, "—" if part.lr is None else f"{part.lr:g}",
+            _val(part.val_acc, part.val_se), "—", "—",
+            f"{part.best_epoch} of {part.stopped_at_epoch}", "—", "—", style="dim",
+        )
     if best is None:
         table.caption = "no recommendation: no trial completed (see the result's notes)"
     else:
@@ -50,6 +56,10 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
         )
         if result.selection is not None:
             table.caption += f"\nwhy: {result.selection.reason}"
+    if result.stopped_early:
+        table.caption = (table.caption or "") + (
+            "\n(stopped): tried, then stopped early by successive halving; its best validation "
+            "accuracy before that, never recommended")
     return table
 
 

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from app import trial_attrs as attrs
-from app.schemas import GroupInfo, JobProgress, JobResult, LeaderboardRow, Recommendation, Selection
+from app.schemas import (
+    GroupInfo,
+    JobProgress,
+    JobResult,
+    LeaderboardRow,
+    Recommendation,
+    Selection,
+    StoppedPart,
+)
 from workers.space import ALL, NO_FINETUNING
 
 #: The notes a result may carry, so tests and readers can match them.
@@ -314,6 +322,31 @@ def coverage_notes(trials: Sequence[FrozenTrial], names: Sequence[str]) -> list[
     return notes
 
 
+def stopped_parts(trials: Sequence[FrozenTrial]) -> list[StoppedPart]:
+    """Each part with no completed trial whose pruned trials reported at least one epoch: its
+    best such trial, best validation accuracy first."""
+    finished = {t.user_attrs.get(attrs.LABEL) for t in completed(trials)}
+    best: dict[str, tuple[float, FrozenTrial]] = {}
+    for t in trials:
+        label = t.user_attrs.get(attrs.LABEL)
+        values = t.intermediate_values
+        if t.state != TrialState.PRUNED or not isinstance(label, str) or label in finished \
+                or not values:
+            continue
+        value = max(values.values())
+        if value == value and (label not in best or value > best[label][0]):
+            best[label] = (value, t)
+    out = []
+    for label, (value, t) in best.items():
+        ua = t.user_attrs
+        out.append(StoppedPart(
+            label=label, method=ua.get(attrs.METHOD, "surgical"), groups=list(ua.get(attrs.GROUPS, [])),
+            lr=ua.get(attrs.LR), val_acc=value, val_se=standard_error(value, _n_val(t)),
+            best_epoch=max(1, int(max(t.intermediate_values, key=lambda s: t.intermediate_values[s]))),
+            stopped_at_epoch=max(1, int(max(t.intermediate_values))), trial_number=t.number))
+    return sorted(out, key=lambda part: (-part.val_acc, part.trial_number))
+
+
 def build_result(
     trials: Sequence[FrozenTrial],
     group_sizes: Sequence[tuple[str, int]],
@@ -344,6 +377,7 @@ def build_result(
     return JobResult(
         recommendation=recommendation,
         leaderboard=rows,
+        stopped_early=stopped_parts(trials),
         selection=chosen,
         groups=[GroupInfo(name=name, num_params=size, share=size / total) for name, size in group_sizes],
         rgn_profile=rgn_profile,

@@ -31,6 +31,7 @@ from app.schemas.result import (
     LeaderboardRow,
     Recommendation,
     Selection,
+    StoppedPart,
 )
 from app.schemas.spec import (
     MAX_REFERENCE_IMAGES,
@@ -87,6 +88,7 @@ __all__ = [
     "Recommendation",
     "SearchSpec",
     "Selection",
+    "StoppedPart",
     "SourceReference",
     "SplitSpec",
     "TensorsData",

@@ -54,6 +54,22 @@ class LeaderboardRow(_Record):
         "row is at least as accurate with fewer tuned parameters.")
 
 
+class StoppedPart(_Record):
+    """A part that was tried but never completed: successive halving stopped every trial of it
+    early (or it diverged in epoch 1). Its best validation accuracy before it was stopped is
+    evidence for the leaderboard's reader; it is never recommended."""
+
+    label: str
+    method: str
+    groups: list[str]
+    lr: float | None
+    val_acc: float = Field(description="Best validation accuracy before it was stopped.")
+    val_se: float | None = Field(default=None, ge=0)
+    best_epoch: int = Field(ge=1)
+    stopped_at_epoch: int = Field(ge=1, description="The last epoch it trained.")
+    trial_number: int
+
+
 class Selection(_Record):
     """How the recommendation was chosen among the completed trials, and why.
 
@@ -178,6 +194,9 @@ class JobResult(_Record):
         description="None when no trial completed (see notes)."
     )
     leaderboard: list[LeaderboardRow]
+    stopped_early: list[StoppedPart] = Field(
+        default_factory=list, description="Parts tried but stopped early by successive halving "
+        "(best first, one per part): not in the leaderboard, never recommended.")
     groups: list[GroupInfo]
     selection: Selection | None = Field(
         default=None, description="How the recommendation was chosen (None: nothing completed).")

@@ -63,3 +63,14 @@ def test_leaderboard_table_shows_the_band_the_front_and_why():
     assert "91.0 ± 2.0" in text and "62.0 ± 3.4" in text
     assert "in band" in text and "Pareto" in text
     assert "why: block1 has the best validation accuracy" in text
+
+
+def test_parts_stopped_early_are_listed_apart_with_their_best_epoch():
+    body = copy.deepcopy(RESULT)
+    body["stopped_early"] = [{"label": "block3", "method": "surgical", "groups": ["block3"],
+                              "lr": 0.001, "val_acc": 0.7, "val_se": 0.032, "best_epoch": 2,
+                              "stopped_at_epoch": 2, "trial_number": 4}]
+    text = _render(JobResult.model_validate(body))
+    assert "block3 (stopped)" in text and "70.0 ± 3.2" in text and "2 of 2" in text
+    assert "stopped early by successive halving" in text
+    assert "(stopped)" not in _render(JobResult.model_validate(RESULT))

@@ -218,3 +218,24 @@ def test_may_be_recommended(done, val, params, prefer, expected):
 def test_unknown_preference_is_an_error():
     with pytest.raises(ValueError, match="preference"):
         results.choose([trial("head", 0.5)], "fastest")
+
+
+def test_parts_stopped_early_are_reported_with_their_best_epoch_and_never_recommended():
+    from optuna.trial import create_trial
+
+    halved = create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.55, 2: 0.7, 3: 0.65},
+                          user_attrs={attrs.LABEL: "block3", attrs.METHOD: "surgical",
+                                      attrs.GROUPS: ["block3"], attrs.LR: 1e-3, attrs.N_VAL: 200})
+    trials = numbered(trial("block1", 0.6), trial("head", 0.4, state=TrialState.PRUNED),
+                      trial("block1", 0.9, lr=1e-2, state=TrialState.PRUNED),  # block1 completed
+                      halved, trial("head", 0.5, state=TrialState.PRUNED), pruned("block2"),
+                      failed())
+    result = results.build_result(trials, GROUPS, baseline=Baseline(0.3), rgn_profile=None)
+    assert result.recommendation is not None and result.recommendation.label == "block1"
+    stopped = [(p.label, p.val_acc, p.best_epoch, p.stopped_at_epoch, p.trial_number)
+               for p in result.stopped_early]
+    assert stopped == [("block3", 0.7, 2, 3, 3), ("head", 0.5, 1, 1, 4), ("block2", 0.2, 1, 1, 5)]
+    assert result.stopped_early[0].val_se == pytest.approx((0.7 * 0.3 / 200) ** 0.5)
+    assert {r.label for r in result.leaderboard} == {"no fine-tuning", "block1"}
+    assert results.build_result(numbered(trial("block1", 0.6)), GROUPS, baseline=None,
+                                rgn_profile=None).stopped_early == []
