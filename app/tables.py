@@ -42,9 +42,9 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
         )
     for part in result.stopped_early:  # tried, stopped early: evidence, never a candidate
         table.add_row(
-            f"{part.label} (stopped)", part.method, "—" if part.lr is None else f"{part.lr:g}",
+            part.label, part.method, "—" if part.lr is None else f"{part.lr:g}",
             _val(part.val_acc, part.val_se), "—", "—",
-            f"{part.best_epoch} of {part.stopped_at_epoch}", "—", "—", style="dim",
+            f"{part.best_epoch}/{part.stopped_at_epoch}", "stop", "—", style="dim",
         )
     if best is None:
         table.caption = "no recommendation: no trial completed (see the result's notes)"
@@ -58,8 +58,8 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
             table.caption += f"\nwhy: {result.selection.reason}"
     if result.stopped_early:
         table.caption = (table.caption or "") + (
-            "\n(stopped): tried, then stopped early by successive halving; its best validation "
-            "accuracy before that, never recommended")
+            "\nstop: tried, then stopped early by successive halving (epoch: its best / the last "
+            "it ran); its best validation accuracy before that, never recommended")
     return table
 
 
