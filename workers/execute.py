@@ -219,15 +219,40 @@ def wait_for_running_trials(ctx: WorkerContext, handle: StudyHandle, poll: float
         time.sleep(poll)
 
 
-def reconcile_budget(ctx: WorkerContext, job_id: str, handle: StudyHandle) -> bool:
+#: How long a reserved slot may take to become a running trial (a helper samples its
+#: parameters in between) before the owner takes it for a dead worker's.
+RESERVATION_SETTLE_S = 5.0
+
+
+def reconcile_budget(ctx: WorkerContext, job_id: str, handle: StudyHandle,
+                     settle: float = RESERVATION_SETTLE_S) -> bool:
     """Owner, with no trial running: give back slots that never became trials (a worker died
-    between reserving a slot and starting its trial). True when trials are still owed."""
+    between reserving a slot and starting its trial). True when trials are still owed.
+
+    A slot without a trial may also be a helper's that is about to start one: the owner waits
+    ``settle`` seconds (and for any trial that starts meanwhile) before it counts again, and
+    writes the count only if no slot was reserved in between, so a helper's trial is never
+    given a second slot (which would overshoot the budget by one)."""
+    with ctx.session() as session:
+        reserved = store.trial_slots_in_use(session, job_id)
+    done, waiting = _budget_counts(handle)
+    if reserved > done:
+        time.sleep(settle)
+        wait_for_running_trials(ctx, handle)
+        with ctx.session() as session:
+            reserved = store.trial_slots_in_use(session, job_id)
+        done, waiting = _budget_counts(handle)
+    with ctx.session() as session:
+        if not store.set_trial_slots(session, job_id, done, expected=reserved):
+            return True  # a slot was reserved meanwhile: run_trials sorts it out
+    return done < handle.plan.budget or waiting > 0
+
+
+def _budget_counts(handle: StudyHandle) -> tuple[int, int]:
+    """(trials that count against the budget, trials waiting in the queue)."""
     trials = handle.study.get_trials(deepcopy=False)
     done = sum(1 for t in trials if results.counts_against_budget(t))
-    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
-    with ctx.session() as session:
-        store.set_trial_slots(session, job_id, done)
-    return done < handle.plan.budget or waiting > 0
+    return done, sum(1 for t in trials if t.state == TrialState.WAITING)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from app.store.slots import (
     release_trial_slot,
     reserve_trial_slot,
     set_trial_slots,
+    trial_slots_in_use,
 )
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "requeue_stale",
     "reserve_trial_slot",
     "set_trial_slots",
+    "trial_slots_in_use",
     "spec_hash",
     "update_progress",
 ]

@@ -38,9 +38,19 @@ def release_trial_slot(session: Session, job_id: str) -> bool:
     return released == 1
 
 
-def set_trial_slots(session: Session, job_id: str, used: int) -> bool:
-    """The owner's reconciliation: slots in use = trials that count against the budget."""
-    return write(session, update(Job).where(Job.id == job_id).values(trial_slots=max(0, used))) == 1
+def set_trial_slots(session: Session, job_id: str, used: int, *, expected: int | None = None) -> bool:
+    """The owner's reconciliation: slots in use = trials that count against the budget. With
+    ``expected``, only if the slots in use are still what the owner read (a helper that
+    reserved a slot meanwhile keeps it); False when they changed."""
+    query = update(Job).where(Job.id == job_id)
+    if expected is not None:
+        query = query.where(Job.trial_slots == expected)
+    return write(session, query.values(trial_slots=max(0, used))) == 1
+
+
+def trial_slots_in_use(session: Session, job_id: str) -> int:
+    """How many of the job's trial slots are reserved now (0 for an unknown job)."""
+    return int(session.scalar(select(Job.trial_slots).where(Job.id == job_id)) or 0)
 
 
 def has_free_trial_slot(session: Session, job_id: str) -> bool:

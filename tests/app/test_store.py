@@ -333,6 +333,28 @@ def test_trial_slots_never_exceed_the_budget(factory: sessionmaker[Session]) -> 
         assert not store.reserve_trial_slot(session, job_id, 6)
 
 
+def test_the_owners_reconciliation_never_takes_a_slot_reserved_after_it_read(
+    factory: sessionmaker[Session],
+) -> None:
+    """Compare-and-set: the owner read 2 slots, a helper reserved a third before the owner
+    wrote its count, so the owner's write is refused and the helper keeps its slot."""
+    job_id = submit(factory)
+    force_running(factory, job_id)
+    with session_scope(factory) as session:
+        assert store.reserve_trial_slot(session, job_id, 4)
+        assert store.reserve_trial_slot(session, job_id, 4)
+        seen = store.trial_slots_in_use(session, job_id)
+    assert seen == 2
+    with session_scope(factory) as session:
+        assert store.reserve_trial_slot(session, job_id, 4)  # a helper, meanwhile
+    with session_scope(factory) as session:
+        assert not store.set_trial_slots(session, job_id, 1, expected=seen)
+        assert store.trial_slots_in_use(session, job_id) == 3
+        assert store.set_trial_slots(session, job_id, 1, expected=3)
+        assert store.trial_slots_in_use(session, job_id) == 1
+        assert store.trial_slots_in_use(session, "e" * 32) == 0
+
+
 def test_timestamps_round_trip_as_utc(factory: sessionmaker[Session]) -> None:
     job_id = submit(factory)
     job = state_of(factory, job_id)
