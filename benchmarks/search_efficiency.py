@@ -161,16 +161,18 @@ def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: 
 
 def diagnose_case(case: Any, groups: Sequence[Any], shift: str, seed: int, *, regime: int,
                   n_val: int, n_test: int) -> tuple[tuple[str, ...] | None, float]:
-    """The ranking a job's diagnosis would give ``auto`` (``workers.execute``: the built-in
-    source reference as the null; no ranking when it is unavailable) and its CPU seconds."""
-    from selector import diagnose_shift
+    """The ranking a job's diagnosis gives ``auto`` (the workers' ``diagnose_job`` and
+    ``auto_order``, with the built-in source reference a job loads) and its CPU seconds."""
     from selector.builtin import source_reference
+    from workers.diagnosing import auto_order, diagnose_job
+    from workers.loading import JobInputs
 
     started = time.process_time()
     source = source_reference(shift, seed, n_per_class=regime, n_val=n_val, n_test=n_test)
-    found = diagnose_shift(case.model, case.train, groups=groups, source=source, seed=seed)
-    cpu = time.process_time() - started
-    return (None if found.kind == "unavailable" else tuple(found.ranking)), cpu
+    inputs = JobInputs(case.model, list(groups), case.train, case.val, case.test, "benchmark",
+                       "cpu", source=source)
+    diagnosis, _ = diagnose_job(inputs, seed)
+    return auto_order(diagnosis), time.process_time() - started
 
 
 #: The workers' default ``SURGICAL_ACTIVATION_CACHE_MB`` (512).

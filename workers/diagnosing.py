@@ -39,6 +39,13 @@ def diagnose_job(inputs: JobInputs, seed: int) -> tuple[Diagnosis | None, str | 
         return None, f"{NOTE_DIAGNOSIS_FAILED}{type(error).__name__}: {error}"
 
 
+def auto_order(diagnosis: Diagnosis | None) -> tuple[str, ...] | None:
+    """The ranking that orders ``auto``'s first rung: the diagnosis's, unless it has none."""
+    if diagnosis is None or diagnosis.kind == "unavailable":
+        return None
+    return tuple(diagnosis.ranking)
+
+
 def dashboard_attrs(diagnosis: Diagnosis | None, note: str | None) -> dict[str, Any]:
     """The diagnosis as the Optuna dashboard shows it: study user attributes, JSON values.
 

@@ -28,7 +28,7 @@ from selector.finetune.activation_cache import ActivationCache
 from workers import results
 from workers.artifacts import keep_if_best
 from workers.context import WorkerContext
-from workers.diagnosing import dashboard_attrs, diagnose_job
+from workers.diagnosing import auto_order, dashboard_attrs, diagnose_job
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
 from workers.loading import JobInputs
@@ -98,8 +98,7 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
     else:
         # The diagnosis comes first: forward passes only, before any trial trains
         diagnosis, diagnosis_note = diagnose_job(inputs, job.spec.seed)
-        ranking = (tuple(diagnosis.ranking) if diagnosis is not None
-                   and diagnosis.kind != "unavailable" and search.strategy == "auto" else None)
+        ranking = auto_order(diagnosis) if search.strategy == "auto" else None
         profile = inputs.rgn_profile() if search.strategy in NEEDS_RGN_PROFILE else None
         plan = plan_search(PlanInputs(
             strategy=search.strategy,

@@ -297,26 +297,24 @@ def selection(choice: Choice, rows: Sequence[LeaderboardRow]) -> Selection:
     )
 
 
-def coverage_notes(trials: Sequence[FrozenTrial], names: Sequence[str]) -> list[str]:
+def coverage_notes(trials: Sequence[FrozenTrial], names: Sequence[str],
+                   stopped: Sequence[StoppedPart]) -> list[str]:
     """Which single groups the leaderboard lacks, and why: a part that successive halving (or
     a divergence in epoch 1) stopped early *was* tried, and its best validation accuracy before
-    it was stopped is evidence too, so it is named apart from the parts never tried."""
+    it was stopped (``stopped``: :func:`stopped_parts`) is evidence too, so it is named apart
+    from the parts never tried."""
     if len(names) <= 1:
         return []
     finished = {t.user_attrs.get(attrs.LABEL) for t in completed(trials)}
-    stopped: dict[str, float] = {}
-    for t in trials:
-        label = t.user_attrs.get(attrs.LABEL)
-        if t.state == TrialState.PRUNED and isinstance(label, str) and label in names \
-                and label not in finished:
-            best = max(t.intermediate_values.values(), default=float("nan"))
-            stopped[label] = max(stopped.get(label, best), best)
-    never = [name for name in names if name not in finished and name not in stopped]
+    pruned = {t.user_attrs.get(attrs.LABEL) for t in trials if t.state == TrialState.PRUNED}
+    accuracy = {part.label: part.val_acc for part in stopped}
+    halted = [name for name in names if name not in finished and name in pruned]
+    never = [name for name in names if name not in finished and name not in pruned]
     notes = []
-    if stopped:
+    if halted:
         notes.append(NOTE_STOPPED_EARLY + ", ".join(
-            f"{name} (best val {acc:.1%} before it was stopped)" if acc == acc else name
-            for name, acc in ((name, stopped[name]) for name in names if name in stopped)))
+            f"{name} (best val {accuracy[name]:.1%} before it was stopped)" if name in accuracy
+            else name for name in halted))
     if never:
         notes.append(NOTE_NOT_TRIED + ", ".join(never))
     return notes
@@ -329,21 +327,20 @@ def stopped_parts(trials: Sequence[FrozenTrial]) -> list[StoppedPart]:
     best: dict[str, tuple[float, FrozenTrial]] = {}
     for t in trials:
         label = t.user_attrs.get(attrs.LABEL)
-        values = t.intermediate_values
         if t.state != TrialState.PRUNED or not isinstance(label, str) or label in finished \
-                or not values:
+                or not t.intermediate_values:
             continue
-        value = max(values.values())
+        value = max(t.intermediate_values.values())
         if value == value and (label not in best or value > best[label][0]):
             best[label] = (value, t)
     out = []
     for label, (value, t) in best.items():
-        ua = t.user_attrs
+        ua, values = t.user_attrs, t.intermediate_values
         out.append(StoppedPart(
             label=label, method=ua.get(attrs.METHOD, "surgical"), groups=list(ua.get(attrs.GROUPS, [])),
             lr=ua.get(attrs.LR), val_acc=value, val_se=standard_error(value, _n_val(t)),
-            best_epoch=max(1, int(max(t.intermediate_values, key=lambda s: t.intermediate_values[s]))),
-            stopped_at_epoch=max(1, int(max(t.intermediate_values))), trial_number=t.number))
+            best_epoch=max(values, key=values.__getitem__), stopped_at_epoch=max(values),
+            trial_number=t.number))
     return sorted(out, key=lambda part: (-part.val_acc, part.trial_number))
 
 
@@ -373,11 +370,12 @@ def build_result(
         chosen = selection(choice, rows)
         if baseline is not None and float(choice.best.value or 0.0) <= baseline.val_acc:
             notes.append(NOTE_NO_GAIN)
-    notes.extend(coverage_notes(trials, names))
+    stopped = stopped_parts(trials)
+    notes.extend(coverage_notes(trials, names, stopped))
     return JobResult(
         recommendation=recommendation,
         leaderboard=rows,
-        stopped_early=stopped_parts(trials),
+        stopped_early=stopped,
         selection=chosen,
         groups=[GroupInfo(name=name, num_params=size, share=size / total) for name, size in group_sizes],
         rgn_profile=rgn_profile,

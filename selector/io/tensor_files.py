@@ -40,13 +40,7 @@ def load_tensor_file(path: Path, options: ResolvedTransform, rule: SplitRule,
         raise MissingFileError(path, "data file")
     if path.suffix == ".npy":
         return _pool(*_cifar_c(path, severity, labels_path), options, rule)
-    try:
-        content = _read(path)
-    except DataError:
-        raise
-    except Exception as error:  # a truncated, foreign or pickled-code file: say which file
-        raise DataError(f"{path} is not a readable {path.suffix} tensors file "
-                        f"({type(error).__name__}: {str(error).strip().split('. ')[0][:200]})") from error
+    content = _read_named(path)
     pair = _pair(content, "")
     if pair is not None:
         return _pool(pair[0], pair[1], options, rule)
@@ -73,13 +67,7 @@ def load_tensor_sample(path: Path, options: ResolvedTransform, limit: int, seed:
     if path.suffix == ".npy":
         images, labels = _cifar_c(path, None, labels_path)
     else:
-        try:
-            content = _read(path)
-        except DataError:
-            raise
-        except Exception as error:  # as load_tensor_file: say which file
-            raise DataError(f"{path} is not a readable {path.suffix} tensors file "
-                            f"({type(error).__name__}: {str(error).strip()[:200]})") from error
+        content = _read_named(path)
         pair = _pair(content, "") or _pair(content, "train")
         if pair is None:
             raise DataError(f"{path}: expected keys images/labels (or x/y), or train_images/"
@@ -91,6 +79,17 @@ def load_tensor_sample(path: Path, options: ResolvedTransform, limit: int, seed:
     keep = torch.as_tensor(sample_indices(len(y), limit, seed), dtype=torch.long)
     chosen = images[keep] if isinstance(images, Tensor) else np.asarray(images)[keep.numpy()]
     return TensorDataset(_images(chosen, options), y[keep])
+
+
+def _read_named(path: Path) -> Mapping[str, Any]:
+    """:func:`_read`, with a truncated, foreign or pickled-code file reported by name."""
+    try:
+        return _read(path)
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"{path} is not a readable {path.suffix} tensors file "
+                        f"({type(error).__name__}: {str(error).strip().split('. ')[0][:200]})") from error
 
 
 def _read(path: Path) -> Mapping[str, Any]:
