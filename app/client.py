@@ -346,9 +346,14 @@ def _update_bar(bar: Any, job: JobPublic) -> Any:
         bar = tqdm(total=total, desc=f"job {job.id[:8]}", unit="trial")
     bar.total = total
     bar.n = job.progress.trials_done
+    said = job.progress.diagnosis
+    if said and getattr(bar, "diagnosis_shown", None) != said:
+        bar.write(f"shift diagnosis: {said}")  # once, above the bar, as soon as it is made
+        bar.diagnosis_shown = said
     best = job.progress.best_val_acc
+    doing = f"{job.state}" + (f" ({job.progress.phase})" if job.progress.phase else "")
     bar.set_postfix_str(
-        f"{job.state}" + (f", best {best:.3f} ({job.progress.best_label})" if best is not None else "")
+        doing + (f", best {best:.3f} ({job.progress.best_label})" if best is not None else "")
     )
     bar.refresh()
     return bar

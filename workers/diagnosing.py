@@ -69,6 +69,19 @@ def dashboard_attrs(diagnosis: Diagnosis | None, note: str | None) -> dict[str, 
         DIAGNOSIS_ATTR: verdict}
 
 
+def verdict(attr: Any) -> str | None:
+    """The diagnosis's verdict in a few words, for the job's live progress, from the study
+    attribute :func:`dashboard_attrs` wrote (None: the study has none yet)."""
+    if not isinstance(attr, dict) or "kind" not in attr:
+        return None
+    kind, ranking = attr["kind"], attr.get("ranking") or []
+    if kind in ("input", "feature", "output") and ranking:
+        return f"{kind}-level: tune {ranking[0]} first"
+    if kind == "none":
+        return "no shift found in the feature statistics or the labels"
+    return f"{kind}: {attr.get('reason') or 'no reason given'}"
+
+
 def agreement_note(diagnosis: Diagnosis, result: JobResult) -> str:
     """Whether the search's recommendation is the part the diagnosis ranked first."""
     top = diagnosis.ranking[0]

@@ -23,12 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from app import store
 from app import trial_attrs as attrs
-from app.schemas import JobError, JobResult
+from app.schemas import JobError, JobProgress, JobResult
 from selector.finetune.activation_cache import ActivationCache
 from workers import results
 from workers.artifacts import keep_if_best
 from workers.context import WorkerContext
-from workers.diagnosing import auto_order, dashboard_attrs, diagnose_job
+from workers.diagnosing import DIAGNOSIS_ATTR, auto_order, dashboard_attrs, diagnose_job, verdict
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
 from workers.loading import JobInputs
@@ -97,6 +97,9 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
         plan = saved_plan(study)  # a resumed job: its plan was made by an earlier owner
     else:
         # The diagnosis comes first: forward passes only, before any trial trains
+        with ctx.session() as session:
+            store.update_progress(session, job.id, JobProgress(
+                trials_budget=search.max_trials, phase="diagnosing"))
         diagnosis, diagnosis_note = diagnose_job(inputs, job.spec.seed)
         ranking = auto_order(diagnosis) if search.strategy == "auto" else None
         profile = inputs.rgn_profile() if search.strategy in NEEDS_RGN_PROFILE else None
@@ -180,6 +183,7 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         on_result=keep_if_best(ctx.artifact_store, job, inputs.model),
     )
     progress_cb = _progress_callback(ctx, job.id, budget, handle.plan.inputs.prefer)
+    progress_cb(handle.study, None)  # the diagnosis's verdict shows before the first trial ends
     while True:
         if ctx.stop.is_set() or ctx.job_lost.is_set():
             return "stopping"
@@ -196,14 +200,25 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
             raise JobFailed(verdict)
 
 
-def _progress_callback(ctx: WorkerContext, job_id: str, budget: int,
-                       prefer: str) -> Callable[[optuna.Study, FrozenTrial], None]:
-    def callback(study: optuna.Study, _trial: FrozenTrial) -> None:
-        progress = results.progress(study.get_trials(deepcopy=False), budget, prefer)
+def _progress_callback(ctx: WorkerContext, job_id: str, budget: int, prefer: str,
+                       phase: str = "searching",
+                       ) -> Callable[[optuna.Study, FrozenTrial | None], None]:
+    """Writes the job's progress (an Optuna callback after each trial, and called directly)."""
+    def callback(study: optuna.Study, _trial: FrozenTrial | None) -> None:
+        said = verdict(study.user_attrs.get(DIAGNOSIS_ATTR))
+        progress = results.progress(study.get_trials(deepcopy=False), budget, prefer,
+                                    phase=phase, diagnosis=said)
         with ctx.session() as session:
             store.update_progress(session, job_id, progress)
 
     return callback
+
+
+def finishing(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> optuna.Study:
+    """Show the 'finishing' phase (the result and the artifacts take a few seconds)."""
+    _progress_callback(ctx, job.id, handle.plan.budget, handle.plan.inputs.prefer,
+                       phase="finishing")(handle.study, None)
+    return handle.study
 
 
 def wait_for_running_trials(ctx: WorkerContext, handle: StudyHandle, poll: float = 1.0) -> None:
@@ -286,10 +301,12 @@ def execute_as_owner(ctx: WorkerContext, job: ClaimedJob) -> None:
                 break
             wait_for_running_trials(ctx, handle)
             if outcome == "cancelled":
-                final = FinalState("cancelled", finalize_job(ctx, job, handle.study, cancelled=True))
+                final = FinalState("cancelled", finalize_job(ctx, job, finishing(ctx, job, handle),
+                                                              cancelled=True))
                 break
             if not reconcile_budget(ctx, job.id, handle):
-                final = FinalState("succeeded", finalize_job(ctx, job, handle.study, cancelled=False))
+                final = FinalState("succeeded", finalize_job(ctx, job, finishing(ctx, job, handle),
+                                                              cancelled=False))
                 break
     except JobFailed as error:
         final = FinalState("failed", error=JobError(type="job-failed", detail=str(error)))

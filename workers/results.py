@@ -213,7 +213,10 @@ def reason(choice: Choice) -> str:
     return text + ", and no other part is within one standard error of it"
 
 
-def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimony") -> JobProgress:
+def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimony", *,
+             phase: str = "searching", diagnosis: str | None = None) -> JobProgress:
+    """The job's live progress (replaced whole on every write, so it carries the diagnosis's
+    verdict along)."""
     best = recommended_trial(trials, prefer)
     return JobProgress(
         trials_done=sum(1 for t in trials if counts_against_budget(t)),
@@ -221,6 +224,8 @@ def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimon
         best_val_acc=None if best is None else best.value,
         best_label=None if best is None else best.user_attrs.get(attrs.LABEL),
         best_groups=None if best is None else list(best.user_attrs.get(attrs.GROUPS, [])),
+        phase=phase,  # type: ignore[arg-type]
+        diagnosis=diagnosis,
     )
 
 

@@ -39,7 +39,9 @@ def job_document(job: Job | Row[Any]) -> dict[str, Any]:
         "done": job.state.done,
         "cancel_requested": job.cancel_requested,
         "spec": job.spec,
-        "progress": job.progress,
+        # The phase says what a running job is doing: a finished job is doing nothing.
+        "progress": ({**job.progress, "phase": None} if job.progress and job.state.done
+                     else job.progress),
         "error": job.error,
         "created_at": job.created_at,
         "updated_at": job.updated_at,

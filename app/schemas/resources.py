@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.schemas.spec import JobSpec
 
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobPhase = Literal["diagnosing", "searching", "finishing"]
 
 
 class JobProgress(BaseModel):
@@ -27,6 +28,14 @@ class JobProgress(BaseModel):
     best_val_acc: float | None = None
     best_label: str | None = None
     best_groups: list[str] | None = None
+    phase: JobPhase | None = Field(
+        default=None, description="What the running job is doing: 'diagnosing' (forward passes "
+        "before any training), 'searching' (trials) or 'finishing' (result and artifacts); "
+        "null once the job is done or before a worker has started it.")
+    diagnosis: str | None = Field(
+        default=None, description="The shift diagnosis's verdict as soon as it is made, before "
+        "any trial has trained, e.g. 'input-level: tune block1 first'; the whole diagnosis is "
+        "in the result.")
 
 
 class JobError(BaseModel):

@@ -16,6 +16,7 @@ import pytest
 from optuna.artifacts import upload_artifact
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+from pydantic import ValidationError
 
 from app import store, trial_attrs
 from app.artifacts import make_artifact_store
@@ -100,6 +101,27 @@ def test_get_uses_etags(client: httpx.Client, api: Api) -> None:
     with session_scope(api.factory) as session:
         store.update_progress(session, job_id, {"trials_done": 1, "trials_budget": 12})
     assert client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": tag}).status_code == 200
+
+
+def test_progress_shows_the_phase_while_running_and_keeps_the_diagnosis(
+        client: httpx.Client, api: Api) -> None:
+    job_id = submit(client)
+    force_running(api.factory, job_id)
+    said = "input-level: tune block1 first"
+    with session_scope(api.factory) as session:
+        store.update_progress(session, job_id, {"trials_budget": 12, "phase": "diagnosing"})
+    assert client.get(f"/v1/jobs/{job_id}").json()["progress"]["phase"] == "diagnosing"
+    with session_scope(api.factory) as session, pytest.raises(ValidationError):
+        store.update_progress(session, job_id, {"phase": "resting"})  # not a phase
+    with session_scope(api.factory) as session:
+        store.update_progress(session, job_id, {"trials_budget": 12, "phase": "searching",
+                                                "diagnosis": said})
+    progress = client.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert (progress["phase"], progress["diagnosis"]) == ("searching", said)
+    with session_scope(api.factory) as session:
+        store.fail(session, job_id, "w1", {"type": "job-failed", "detail": "test"})
+    progress = client.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert (progress["phase"], progress["diagnosis"]) == (None, said)  # done: no phase
 
 
 def test_list_paginates_newest_first(client: httpx.Client) -> None:

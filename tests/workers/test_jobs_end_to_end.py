@@ -46,6 +46,10 @@ def test_job_over_http_is_run_by_a_worker_and_its_patch_reproduces_the_best_tria
         assert job.state == "succeeded", job.error
         assert job.progress.trials_done == 5
         result = client.result(job.id)
+        # the diagnosis's verdict stays in the progress (shown before the first trial ended)
+        kind, top = result.diagnosis.kind, result.diagnosis.ranking[0]
+        assert job.progress.diagnosis == f"{kind}-level: tune {top} first"
+        assert job.progress.phase is None  # done
         labels = [row.label for row in result.leaderboard]
         assert labels[0] == "no fine-tuning"
         trials = client.trials(job.id)
@@ -202,6 +206,8 @@ def test_cancel_while_running_ends_the_job_after_the_current_trial(sqlite_servic
         worker = service.start_worker()
         wait_until(lambda: service.trials(job.id, states=(TrialState.RUNNING,)), 120,
                    "a running trial")
+        running = client.get(job.id).progress  # the verdict shows while the first trial trains
+        assert running.phase == "searching" and running.diagnosis, running
         cancelled = client.cancel(job.id)
         assert cancelled.cancel_requested
         final = wait_until(lambda: (j := client.get(job.id)).done and j, 120, "the job to stop")
