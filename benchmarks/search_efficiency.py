@@ -16,6 +16,9 @@ Optuna study, one thread):
 * ``auto-fixed``  the same without the diagnosis (the first rung in its fixed order).
 * ``auto-sh`` (only with ``--runs``) an ablation: ``auto`` with Optuna's
   ``SuccessiveHalvingPruner`` instead of ``workers.halving`` (no one-standard-error tolerance).
+* ``auto-async`` (only with ``--runs``) an ablation: ``auto`` whose first rung promotes the top
+  third of the trials *so far* (the rule before the first rung's planned size was used), so the
+  early candidates face fewer competitors.
 * ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
   trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
 
@@ -51,7 +54,7 @@ import torch  # noqa: E402
 
 from app import trial_attrs as attrs  # noqa: E402
 from workers import results  # noqa: E402
-from workers.auto_search import REDUCTION_FACTOR, first_rung_epochs  # noqa: E402
+from workers.auto_search import REDUCTION_FACTOR, first_rung_epochs, make_auto_pruner  # noqa: E402
 from workers.objective import TrainingSetup, encode, make_objective, run_spec  # noqa: E402
 from workers.strategies import PlanInputs, make_pruner, make_sampler, plan_search  # noqa: E402
 
@@ -60,7 +63,9 @@ GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
 LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "live-grid" / "runs.csv"
 #: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
 GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
-RUN_NAMES = ("grid", "auto", "auto-fixed", "auto-sh", "tpe", "random")
+RUN_NAMES = ("grid", "auto", "auto-fixed", "auto-sh", "auto-async", "tpe", "random")
+#: Runs ordered by the shift diagnosis (its CPU seconds counted).
+DIAGNOSED = ("auto", "auto-sh", "auto-async")
 FIELDS = ("shift", "seed", "run", "trials", "completed", "epochs_trained", "cpu_seconds",
           "compute_share", "recommended", "lr", "val_acc", "test_acc", "regret", "grid_test_acc")
 
@@ -191,9 +196,10 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
                  cpu_cap: float | None = None, lr_min: float = 1e-5, lr_max: float = 1e-1) -> Run:
     """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
     the CPU seconds spent are below it."""
-    strategy = {"random": "tpe", "auto-fixed": "auto", "auto-sh": "auto"}.get(run, run)
+    strategy = {"random": "tpe", "auto-fixed": "auto", "auto-sh": "auto",
+                "auto-async": "auto"}.get(run, run)
     names = tuple(name for name, _ in case.group_sizes)
-    ranking = case.diagnosis_ranking if run in ("auto", "auto-sh") else None
+    ranking = case.diagnosis_ranking if run in DIAGNOSED else None
     plan = plan_search(PlanInputs(strategy, names, max_trials, lr_min, lr_max,
                                   case.setup.epochs, prefer=prefer, diagnosis_ranking=ranking))
     sampler = (optuna.samplers.RandomSampler(seed=case.seed) if run == "random"
@@ -203,6 +209,8 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
         pruner = optuna.pruners.SuccessiveHalvingPruner(
             min_resource=first_rung_epochs(case.setup.epochs), reduction_factor=REDUCTION_FACTOR,
             min_early_stopping_rate=0)
+    if run == "auto-async":  # the ablation: the first rung's cut from the trials so far
+        pruner = make_auto_pruner(case.setup.epochs)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for spec, source in zip(plan.enqueued, plan.sources, strict=True):
         params, user_attrs = encode(plan.space, spec)
@@ -216,7 +224,7 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
         finally:
             trial.set_user_attr("cpu_s", time.process_time() - started)
 
-    diagnosed = run in ("auto", "auto-sh")
+    diagnosed = run in DIAGNOSED
     spent = case.diagnosis_cpu if diagnosed else 0.0
     budget = plan.budget if cpu_cap is None else 10_000
     for _ in range(budget):
@@ -382,7 +390,7 @@ def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run]) -> N
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     colours = {"grid": "black", "auto": "#e6550d", "auto-fixed": "#fdae6b", "auto-sh": "#8c6d31",
-               "tpe": "#3182bd",
+               "auto-async": "#9e9ac8", "tpe": "#3182bd",
                "random": "#31a354"}
     for name, colour in colours.items():
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]

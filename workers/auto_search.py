@@ -10,8 +10,10 @@
    (rungs at ``epochs // 7``, x3, ...; reduction factor 3; ``workers.halving``) stops a trial
    that is not in the top third of the trials that reached the same rung, nor within one
    standard error of that cut, so most candidates cost a few epochs, the best run to the end,
-   and none is stopped on a difference the validation set cannot resolve. Optuna cannot pause a trial, so
-   the first trials at a rung continue only when they lead it: the order above matters.
+   and none is stopped on a difference the validation set cannot resolve. At the first rung
+   the top third is of the planned candidates, so the order they run in does not decide who
+   survives it; Optuna cannot pause a trial, so at later rungs the first trials continue only
+   when they lead, and the order above still matters there.
 3. **Refinement** (:class:`AutoSampler`, once the queue is empty): the learning rate of the top
    two parts is moved half a decade either way inside the part's range, then the best single
    group is widened into contiguous ranges with its neighbours, then the best trial's
@@ -198,8 +200,9 @@ def first_rung_epochs(epochs: int) -> int:
     return max(1, epochs // 7)
 
 
-def make_auto_pruner(epochs: int) -> optuna.pruners.BasePruner:
+def make_auto_pruner(epochs: int, first_rung_size: int | None = None) -> optuna.pruners.BasePruner:
     """Successive halving on the per-epoch validation reports (rungs at
     :func:`first_rung_epochs`, x3, ...) that keeps a trial within one standard error of the
-    cut (``workers.halving``)."""
-    return NoiseAwareHalvingPruner(first_rung_epochs(epochs), REDUCTION_FACTOR)
+    cut and, given the number of first-rung candidates, promotes a third of them whatever
+    order they run in (``workers.halving``)."""
+    return NoiseAwareHalvingPruner(first_rung_epochs(epochs), REDUCTION_FACTOR, first_rung_size)

@@ -13,8 +13,20 @@ its best validation accuracy so far is within one standard error of the promotio
 Rungs are at ``min_resource * eta**k`` epochs; a trial is judged once per rung, when it first
 reports at or past it, against every trial that has reached that rung (itself included), with
 each trial's best value up to its first report at or past the rung (the objective is the best
-epoch's accuracy). The first ``eta - 1`` trials at a rung have no top third to be in: like
-Optuna's pruner, they continue only if they are (within one standard error of) the best so far.
+epoch's accuracy).
+
+Trials run one after another (Optuna cannot pause one), so a plain asynchronous rule judges the
+early trials of a rung against few others: with the top third of the trials *so far*, the fifth
+of six candidates must beat the best of four, the second must beat the first, and who survives
+depends on the order they ran in. When the size of the first rung is known (``auto`` enqueues
+its candidates), the first rung promotes at least a third of *that* many: a trial is stopped
+there only when it is already below the k-th best of the trials that reached the rung (minus
+the tolerance), k being a third of the planned candidates. Later trials can only push it further
+down, so every trial stopped this way would also be stopped by a synchronous rung that waited
+for all candidates; the order no longer decides who survives the first rung. Later rungs, whose
+size depends on the first, keep the asynchronous rule: the top third of the trials so far, and
+the first ``eta - 1`` trials at a rung continue only if they are (within one standard error of)
+the best so far, as in Optuna's pruner.
 """
 
 from __future__ import annotations
@@ -29,11 +41,23 @@ from workers.results import standard_error
 class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
     """Successive halving (maximising) with a one-standard-error tolerance at the cut."""
 
-    def __init__(self, min_resource: int, reduction_factor: int) -> None:
+    def __init__(self, min_resource: int, reduction_factor: int,
+                 first_rung_size: int | None = None) -> None:
         if min_resource < 1 or reduction_factor < 2:
             raise ValueError("min_resource must be >= 1 and reduction_factor >= 2")
+        if first_rung_size is not None and first_rung_size < 1:
+            raise ValueError("first_rung_size must be >= 1")
         self._min_resource = min_resource
         self._eta = reduction_factor
+        self._first_rung_size = first_rung_size
+
+    def promoted(self, rung: int, reached: int) -> int:
+        """How many trials of those that ``reached`` the ``rung`` are promoted (at least one;
+        at the first rung at least a third of its planned size)."""
+        count = max(1, reached // self._eta)
+        if rung == self._min_resource and self._first_rung_size is not None:
+            count = max(count, self._first_rung_size // self._eta)
+        return count
 
     def rung_at(self, step: int) -> int | None:
         """The highest rung (in epochs) at or below ``step``; None before the first."""
@@ -58,7 +82,9 @@ class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
                      if t.number != trial.number and (v := _best_up_to(t, rung)) is not None]
         competing.append(value)
         competing.sort(reverse=True)
-        promoted = max(1, len(competing) // self._eta)
+        promoted = self.promoted(rung, len(competing))
+        if len(competing) <= promoted:
+            return False  # as many promotions as trials at the rung: it is in the top k
         cut = competing[promoted - 1]
         n_val = trial.user_attrs.get(attrs.N_VAL)
         tolerance = standard_error(cut, int(n_val) if n_val else None) or 0.0

@@ -106,3 +106,10 @@ def test_an_auto_search_trains_each_part_lr_and_epochs_once(tiny_setup: Training
     ran = [t.user_attrs[attrs.SPEC_KEY] for t in study.trials
            if attrs.DUPLICATE_OF not in t.user_attrs]
     assert len(ran) == plan.budget and len(set(ran)) == len(ran)
+
+
+def test_auto_s_pruner_knows_the_size_of_its_first_rung():
+    plan = plan_search(PlanInputs("auto", NAMES, 9, 1e-5, 1e-1, 15))
+    pruner = make_pruner(plan)
+    assert len(plan.enqueued) == 6  # each group, all, auto-rgn
+    assert pruner.promoted(2, 1) == 2 and pruner.promoted(6, 1) == 1

@@ -90,3 +90,59 @@ def test_a_trial_that_skips_the_rung_step_is_judged_on_its_first_report_past_it(
     study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={3: 0.99},
                                  user_attrs={attrs.N_VAL: N_VAL}))  # first report past the rung
     assert NoiseAwareHalvingPruner(2, 3).prune(study, _candidate({1: 0.2, 2: 0.9}))
+
+
+def _synchronous_survivors(values: list[float], k: int, n_val: int = N_VAL) -> set[int]:
+    """Who a synchronous first rung (every candidate's value known) keeps: the top k and
+    anything within one standard error of the k-th best."""
+    from workers.results import standard_error
+
+    cut = sorted(values, reverse=True)[k - 1]
+    return {i for i, v in enumerate(values) if v >= cut - (standard_error(cut, n_val) or 0.0)}
+
+
+def _asynchronous_survivors(values: list[float], pruner: NoiseAwareHalvingPruner) -> set[int]:
+    """Run the candidates one after another through the pruner at the first rung (2 epochs)."""
+    study = optuna.create_study(direction="maximize")
+    kept = set()
+    for i, value in enumerate(values):
+        curve = {1: value, 2: value}
+        candidate = _candidate(curve)
+        if not pruner.prune(study, candidate):
+            kept.add(i)
+        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values=curve,
+                                     user_attrs={attrs.N_VAL: N_VAL}))
+    return kept
+
+
+def test_the_first_rung_promotes_a_third_of_its_planned_candidates_in_any_order():
+    """Six candidates, two promoted: the second-best is never stopped for running late, and
+    what a synchronous rung keeps is kept whatever the order (a superset: early trials may
+    continue on values a later trial would have beaten)."""
+    import itertools
+
+    values = [0.95, 0.80, 0.70, 0.60, 0.50, 0.40]
+    pruner = NoiseAwareHalvingPruner(2, 3, first_rung_size=len(values))
+    synchronous = _synchronous_survivors(values, k=2)
+    assert synchronous == {0, 1}
+    for order in itertools.permutations(range(len(values))):
+        kept = _asynchronous_survivors([values[i] for i in order], pruner)
+        assert synchronous <= {order[i] for i in kept}, order
+    # Without the planned size the second-best is stopped when it runs after the best
+    # (0.80 is below the best minus its standard error, 1.5 points) ...
+    plain = NoiseAwareHalvingPruner(2, 3)
+    assert 1 not in _asynchronous_survivors(values, plain)
+    # ... and kept when it runs first: the order decided.
+    assert 0 in _asynchronous_survivors([values[1], values[0], *values[2:]], plain)
+
+
+def test_the_planned_size_only_widens_the_first_rung():
+    pruner = NoiseAwareHalvingPruner(2, 3, first_rung_size=6)
+    assert [pruner.promoted(2, n) for n in (1, 2, 3, 6, 9)] == [2, 2, 2, 2, 3]
+    assert [pruner.promoted(6, n) for n in (1, 2, 3, 6)] == [1, 1, 1, 2]
+    # the third trial far below two leaders is stopped, as a synchronous rung would
+    study = _study({1: 0.9, 2: 0.9}, {1: 0.88, 2: 0.88})
+    assert pruner.prune(study, _candidate({1: 0.5, 2: 0.5}))
+    assert not pruner.prune(_study({1: 0.9, 2: 0.9}), _candidate({1: 0.5, 2: 0.5}))
+    with pytest.raises(ValueError):
+        NoiseAwareHalvingPruner(2, 3, first_rung_size=0)
