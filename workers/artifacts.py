@@ -1,7 +1,11 @@
 """Every file a job produces, in one place: the patch, its manifest, the weights, the plots and
 the result document, uploaded to Optuna's artifact store (the dashboard shows the same files).
 
-Two moments write them:
+Three moments write them:
+
+* before any trial (:func:`upload_diagnosis`), ``diagnosis.png``: the shift diagnosis is made
+  in seconds, so users can look at it while the search runs; its record is kept in the study
+  (``DIAGNOSIS_PLOT_ATTR``) so the end lists it again without a second upload;
 
 * during the search (:func:`keep_if_best`), a trial that may be recommended (inside the band
   of the best so far, :func:`workers.results.may_be_recommended`) uploads its weights as
@@ -15,7 +19,7 @@ Two moments write them:
 
 * at the end (:func:`upload_final`), the owner references the recommended trial's three files
   and adds ``accuracy_by_part.png``, ``auto_rgn_profile.png``, ``search_history.png``,
-  ``selection.png``, ``diagnosis.png`` (the shift diagnosis) and ``result.json``; the returned
+  ``selection.png`` and ``result.json``, and lists ``diagnosis.png`` again; the returned
   records are listed on the job row so the API streams them.
 
 Safetensors only: no pickle, safe to load from anyone.
@@ -36,7 +40,7 @@ from torch import nn
 
 from app import trial_attrs as attrs
 from app.artifacts import ArtifactStore
-from app.schemas import PATCH_FORMAT, ArtifactRecord, JobResult, PatchManifest
+from app.schemas import PATCH_FORMAT, ArtifactRecord, Diagnosis, JobResult, PatchManifest
 from selector import FinetuneResult
 from workers import plots, results
 from workers.job import ClaimedJob
@@ -123,6 +127,27 @@ def keep_if_best(artifact_store: ArtifactStore, job: ClaimedJob, pretrained: nn.
     return hook
 
 
+#: Study user attribute with the ``diagnosis.png`` record (uploaded before the trials).
+DIAGNOSIS_PLOT_ATTR = "diagnosis_plot"
+DIAGNOSIS_DESCRIPTION = "shift diagnosis: divergence per layer against the unshifted null band"
+
+
+def upload_diagnosis(artifact_store: ArtifactStore, study: optuna.Study,
+                     diagnosis: Diagnosis | None) -> ArtifactRecord | None:
+    """Upload ``diagnosis.png`` as soon as the diagnosis exists (None when there is nothing to
+    plot) and keep its record in the study for :func:`upload_final`."""
+    if diagnosis is None or not diagnosis.groups:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plots.plot_diagnosis(Path(tmp) / "diagnosis.png", diagnosis)
+        artifact_id = upload_artifact(artifact_store=artifact_store, file_path=str(path),
+                                      study_or_trial=study, mimetype=PNG)
+        record = ArtifactRecord(name=path.name, artifact_id=artifact_id, content_type=PNG,
+                                size=path.stat().st_size, description=DIAGNOSIS_DESCRIPTION)
+    study.set_user_attr(DIAGNOSIS_PLOT_ATTR, record.model_dump(mode="json"))
+    return record
+
+
 def upload_final(artifact_store: ArtifactStore, study: optuna.Study, result: JobResult,
                  title: str) -> list[ArtifactRecord]:
     """Upload the plots and the result document, and reference the recommended trial's files;
@@ -153,9 +178,12 @@ def upload_final(artifact_store: ArtifactStore, study: optuna.Study, result: Job
         if result.selection is not None:
             add(plots.plot_selection(folder / "selection.png", result),
                 PNG, "validation accuracy against tuned share: the one-SE band and Pareto front")
-        if result.diagnosis is not None and result.diagnosis.groups:
+        uploaded = study.user_attrs.get(DIAGNOSIS_PLOT_ATTR)
+        if uploaded is not None:
+            records.append(ArtifactRecord.model_validate(uploaded))
+        elif result.diagnosis is not None and result.diagnosis.groups:  # a study set up before
             add(plots.plot_diagnosis(folder / "diagnosis.png", result.diagnosis),
-                PNG, "shift diagnosis: divergence per layer against the unshifted null band")
+                PNG, DIAGNOSIS_DESCRIPTION)
         result_path = folder / "result.json"
         result_path.write_text(result.model_dump_json(indent=2))
         add(result_path, JSON, "the recommendation and the leaderboard")

@@ -26,7 +26,7 @@ from app import trial_attrs as attrs
 from app.schemas import JobError, JobProgress, JobResult
 from selector.finetune.activation_cache import ActivationCache
 from workers import results
-from workers.artifacts import keep_if_best
+from workers.artifacts import keep_if_best, upload_diagnosis
 from workers.context import WorkerContext
 from workers.diagnosing import DIAGNOSIS_ATTR, auto_order, dashboard_attrs, diagnose_job, verdict
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
@@ -124,6 +124,10 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
         describe_study(study, job, inputs)
         for key, value in dashboard_attrs(diagnosis, diagnosis_note).items():
             study.set_user_attr(key, value)
+        plot = upload_diagnosis(ctx.artifact_store, study, diagnosis)
+        if plot is not None:  # listed at once: users look at it while the trials run
+            with ctx.session() as session:
+                store.add_artifact(session, job.id, plot)
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):
             params, user_attrs = encode(plan.space, spec)
             study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})

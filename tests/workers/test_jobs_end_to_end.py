@@ -208,6 +208,7 @@ def test_cancel_while_running_ends_the_job_after_the_current_trial(sqlite_servic
                    "a running trial")
         running = client.get(job.id).progress  # the verdict shows while the first trial trains
         assert running.phase == "searching" and running.diagnosis, running
+        assert "diagnosis.png" in {a.name for a in client.artifacts(job.id)}  # before the end
         cancelled = client.cancel(job.id)
         assert cancelled.cancel_requested
         final = wait_until(lambda: (j := client.get(job.id)).done and j, 120, "the job to stop")
