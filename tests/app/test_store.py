@@ -213,7 +213,7 @@ def test_update_progress_replaces(factory: sessionmaker[Session]) -> None:
                 "best_label": "block1", "best_groups": ["block1"]}  # fmt: skip
     with session_scope(factory) as session:
         assert store.update_progress(session, job_id, progress)
-    assert state_of(factory, job_id).progress == progress
+    assert state_of(factory, job_id).progress == {**progress, "phase": None, "diagnosis": None}
 
 
 def test_add_artifact_replaces_by_name_and_never_loses_appends(

@@ -49,8 +49,10 @@ def test_progress_is_the_api_model_with_the_best_trial():
     trials = numbered(trial("head", 0.6), pruned(), failed(None), trial("block2", 0.75))
     progress = results.progress(trials, budget=6)
     assert progress == JobProgress(trials_done=3, trials_budget=6, best_val_acc=0.75,
-                                   best_label="block2", best_groups=["block2"])
-    assert results.progress([], budget=6) == JobProgress(trials_done=0, trials_budget=6)
+                                   best_label="block2", best_groups=["block2"],
+                                   phase="searching")
+    assert results.progress([], budget=6, phase="finishing", diagnosis="no shift found") == \
+        JobProgress(trials_done=0, trials_budget=6, phase="finishing", diagnosis="no shift found")
 
 
 def test_leaderboard_rows_follow_the_papers_order_at_the_best_lr_of_each_part():
