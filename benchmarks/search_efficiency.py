@@ -161,7 +161,7 @@ def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: 
                           batch_size=64, seed=seed, device="cpu")
     ranking, cpu = diagnose_case(case, groups, shift, seed, regime=regime, n_val=n_val, n_test=n_test)
     return SearchCase(shift, seed, setup, tuple((g.name, g.num_params) for g in groups),
-                      len(case.val), ranking, cpu)
+                      len(case.val), ranking, cpu)  # type: ignore[arg-type]
 
 
 def diagnose_case(case: Any, groups: Sequence[Any], shift: str, seed: int, *, regime: int,
@@ -358,9 +358,10 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
     for (shift, seed), _ref in sorted(grid.items()):
         cells = []
         for name in present:
-            r = next((x for x in runs if (x.shift, x.seed, x.run) == (shift, seed, name)), None)
-            cells.append("—" if r is None or r.test_acc is None else
-                         f"{100 * r.test_acc:.1f} ({r.recommended} @ {r.lr:g}; {r.cpu_seconds:.0f} s)")
+            hit = next((x for x in runs if (x.shift, x.seed, x.run) == (shift, seed, name)), None)
+            cells.append("—" if hit is None or hit.test_acc is None else
+                         f"{100 * hit.test_acc:.1f} ({hit.recommended} @ {hit.lr:g}; "
+                         f"{hit.cpu_seconds:.0f} s)")
         lines.append(f"| {shift} | {seed} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot(out / "regret_vs_compute.png", runs, grid)
@@ -449,20 +450,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 SEVERITIES = {"impulse_noise": 4, "glass_blur": 2}
 
 
+def merge(folders: Sequence[Path], out: Path, command: str) -> None:
+    """Write the table and plot of several output folders' runs (the first folder that has a
+    (shift, seed, run) wins)."""
+    seen: set[tuple[str, int, str]] = set()
+    runs = []
+    for folder in folders:
+        for run in read_runs(folder / "runs.csv"):
+            if (run.shift, run.seed, run.run) not in seen:
+                seen.add((run.shift, run.seed, run.run))
+                runs.append(run)
+    notes = [line[2:] for folder in folders
+             for line in (folder / "table.md").read_text().splitlines() if line.startswith("- ")]
+    write_outputs(out, runs, notes, command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["benchmarks/search_efficiency.py", *(argv if argv is not None else sys.argv[1:])])
     if args.merge:
-        seen: set[tuple[str, int, str]] = set()
-        runs = []
-        for folder in args.merge:  # the first folder that has a (shift, seed, run) wins
-            for run in read_runs(folder / "runs.csv"):
-                if (run.shift, run.seed, run.run) not in seen:
-                    seen.add((run.shift, run.seed, run.run))
-                    runs.append(run)
-        notes = [line[2:] for folder in args.merge
-                 for line in (folder / "table.md").read_text().splitlines() if line.startswith("- ")]
-        write_outputs(args.out, runs, notes, command)
+        merge(args.merge, args.out, command)
         return 0
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
