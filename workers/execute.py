@@ -28,7 +28,8 @@ from selector.finetune.activation_cache import ActivationCache
 from workers import results
 from workers.artifacts import keep_if_best, upload_diagnosis
 from workers.context import WorkerContext
-from workers.diagnosing import DIAGNOSIS_ATTR, auto_order, dashboard_attrs, diagnose_job, verdict
+from workers.diagnosing import DIAGNOSIS_ATTR, auto_order, dashboard_attrs, diagnose_job
+from workers.diagnosing import verdict as diagnosis_verdict
 from workers.finalize import FACTS_ATTR, StudyFacts, finalize_job
 from workers.job import ClaimedJob
 from workers.loading import JobInputs
@@ -209,7 +210,7 @@ def _progress_callback(ctx: WorkerContext, job_id: str, budget: int, prefer: str
                        ) -> Callable[[optuna.Study, FrozenTrial | None], None]:
     """Writes the job's progress (an Optuna callback after each trial, and called directly)."""
     def callback(study: optuna.Study, _trial: FrozenTrial | None) -> None:
-        said = verdict(study.user_attrs.get(DIAGNOSIS_ATTR))
+        said = diagnosis_verdict(study.user_attrs.get(DIAGNOSIS_ATTR))
         progress = results.progress(study.get_trials(deepcopy=False), budget, prefer,
                                     phase=phase, diagnosis=said)
         with ctx.session() as session:
