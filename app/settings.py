@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     #: Per worker, per job: the frozen prefix's activations kept across trials (MiB, LRU;
     #: ``SURGICAL_ACTIVATION_CACHE_MB``; 0 turns the cross-trial cache off).
     activation_cache_mb: int = Field(default=512, ge=0)
+    #: Decoded image folders kept memory-mapped under $DATA_DIR/decoded (MiB, least recently
+    #: used evicted first; ``SURGICAL_DECODE_CACHE_MB``; 0: no bound).
+    decode_cache_mb: int = Field(default=20_480, ge=0)
     # DataLoader worker processes that decode an image folder the first time and stream a
     # split too large to hold in memory (decoded images are memory-mapped from
     # $DATA_DIR/decoded); 0: the worker process does both itself.

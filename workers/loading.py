@@ -75,13 +75,15 @@ class JobInputs:
 
 
 def load_inputs(spec: JobSpec, *, data_dir: Path, device: str | None,
-                allowed_factories: list[str] | None = None, loader_workers: int = 0) -> JobInputs:
+                allowed_factories: list[str] | None = None, loader_workers: int = 0,
+                decode_cache_bytes: int | None = None) -> JobInputs:
     """Build the model, its layer groups and the three splits a job's trials train on.
     Image folders are decoded once into ``data_dir/decoded`` (shared by the machine's
-    workers); ``loader_workers`` DataLoader processes stream splits too large for memory."""
+    workers, at most ``decode_cache_bytes`` of them, least recently used evicted first);
+    ``loader_workers`` DataLoader processes stream splits too large for memory."""
     try:
         model, train, val, test, description, record = _resolve(
-            spec, data_dir, list(allowed_factories or []), loader_workers
+            spec, data_dir, list(allowed_factories or []), loader_workers, decode_cache_bytes
         )
         groups = discover_groups(model, granularity=spec.search.granularity,
                                  custom=spec.search.groups)
@@ -127,7 +129,8 @@ def _source_reference(spec: JobSpec, model: nn.Module, record: dict[str, Any] | 
                          f"{error}") from error
 
 
-def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader_workers: int = 0
+def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader_workers: int = 0,
+             decode_cache_bytes: int | None = None,
              ) -> tuple[nn.Module, Dataset, Dataset, Dataset | None, str, dict[str, Any] | None]:
     """(model, train, val, test, description, data record) for a job's references."""
     from selector import builtin, load_datasets, load_model
@@ -159,6 +162,7 @@ def _resolve(spec: JobSpec, data_dir: Path, allowed_factories: list[str], loader
         data_ref.model_dump(mode="json", exclude_none=True), num_classes=classifier_width(model),
         split=SplitRule(seed=spec.seed), model_ref=spec.model.model_dump(mode="json"),
         cache_dir=data_dir / "decoded", loader_workers=loader_workers,
+        cache_limit_bytes=decode_cache_bytes,
     )
     record = {
         "transform": splits.transform.record() if splits.transform is not None else None,
@@ -173,9 +177,11 @@ class InputsCache:
     """A bounded, thread-safe LRU of loaded job inputs."""
 
     def __init__(self, data_dir: Path, device: str | None, size: int = 2,
-                 allowed_factories: list[str] | None = None, loader_workers: int = 0) -> None:
+                 allowed_factories: list[str] | None = None, loader_workers: int = 0,
+                 decode_cache_bytes: int | None = None) -> None:
         self._data_dir = data_dir
         self._loader_workers = loader_workers
+        self._decode_cache_bytes = decode_cache_bytes
         self._allowed = list(allowed_factories or [])
         self._device = device
         self._size = size
@@ -194,7 +200,8 @@ class InputsCache:
                 return self._items[key]
         loaded = load_inputs(spec, data_dir=self._data_dir, device=self._device,
                              allowed_factories=self._allowed,
-                             loader_workers=self._loader_workers)
+                             loader_workers=self._loader_workers,
+                             decode_cache_bytes=self._decode_cache_bytes)
         with self._lock:
             self._items[key] = loaded
             while len(self._items) > self._size:

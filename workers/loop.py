@@ -83,7 +83,8 @@ def build_context(settings: Settings, *, device: str | None = None, worker_id: s
         worker_id=worker_id,
         device=device,
         cache=InputsCache(settings.data_dir, device, allowed_factories=settings.factory_allowlist,
-                          loader_workers=settings.loader_workers),
+                          loader_workers=settings.loader_workers,
+                          decode_cache_bytes=(settings.decode_cache_mb << 20) or None),
     )
 
 

@@ -57,13 +57,15 @@ SPLITS = ("train", "val", "test")
 def load_datasets(ref: str | Path | Mapping[str, Any], *, num_classes: int | None = None,
                   options: ImageOptions | None = None, split: SplitRule | None = None,
                   severity: int | None = None, model_ref: Mapping[str, Any] | None = None,
-                  cache_dir: Path | None = None, loader_workers: int = 0) -> DataSplits:
+                  cache_dir: Path | None = None, loader_workers: int = 0,
+                  cache_limit_bytes: int | None = None) -> DataSplits:
     """Load a data reference (see the module docstring). Keys of a mapping reference named like
     the fields of :class:`ImageOptions` / :class:`SplitRule` (and ``transform``, ``split``,
     ``n_per_class``, ``severity``, ``num_classes``) override the keyword arguments.
     ``model_ref`` (the job's model object) picks the default transform preset; ``cache_dir``
-    keeps decoded image folders memory-mapped on disk; ``loader_workers`` DataLoader worker
-    processes stream splits too large to hold in memory."""
+    keeps decoded image folders memory-mapped on disk (at most ``cache_limit_bytes`` of them,
+    least recently used evicted first); ``loader_workers`` DataLoader worker processes stream
+    splits too large to hold in memory."""
     spec: dict[str, Any] = dict(ref) if isinstance(ref, Mapping) else {"path": ref}
     options = _override(options or ImageOptions(), spec)
     if isinstance(spec.get("transform"), Mapping):
@@ -79,7 +81,8 @@ def load_datasets(ref: str | Path | Mapping[str, Any], *, num_classes: int | Non
     transform = resolve_transform(options, model_ref)
     if source == "imagefolder":
         result = load_image_folders(spec, transform, split, cache_dir=cache_dir,
-                                    loader_workers=loader_workers)
+                                    loader_workers=loader_workers,
+                                    cache_limit_bytes=cache_limit_bytes)
     elif source == "tensors":
         result = load_tensor_file(local_path(spec["path"]), transform, split, severity,
                                   spec.get("labels"))

@@ -9,7 +9,12 @@ shares the pages between processes.
 
 The file's name is a hash of the file list, every file's size and mtime, and the transform's
 geometry, so a changed folder (a file added, removed or rewritten) gets a new file; older files
-for the same folder and transform are removed. Writes are atomic: the array is written to a
+for the same folder and transform are removed. With ``cache_limit_bytes`` the directory is
+bounded too: a long-running service sees folders come and go, so every use marks a file as
+recently used (its mtime) and writing a new file evicts the least recently used others until
+the directory fits. Evicting a file another process has mapped is safe on POSIX (the mapping
+keeps its pages); a process that finds its file gone between the check and the load decodes it
+again. Writes are atomic: the array is written to a
 temporary file and renamed into place, under an exclusive ``flock`` so two workers do not decode
 the same folder twice (the second waits, then maps the first's file).
 """
@@ -33,7 +38,7 @@ from torch.utils.data import Dataset
 from selector.errors import DataError, ImageShapeError
 from selector.io.transforms import ResolvedTransform
 
-__all__ = ["DecodedImages", "cache_key", "decode_files"]
+__all__ = ["DecodedImages", "cache_key", "decode_files", "evict_least_recent"]
 
 _VERSION = 1
 SIZE_HINT = ('set data.transform.image_size (e.g. 224, or [h, w]) or data.transform.preset '
@@ -100,10 +105,12 @@ def cache_key(files: Sequence[Path], transform: ResolvedTransform) -> tuple[str,
 
 
 def decode_files(files: Sequence[Path], labels: Sequence[int], transform: ResolvedTransform,
-                 *, cache_dir: Path | None = None, loader_workers: int = 0) -> DecodedImages:
+                 *, cache_dir: Path | None = None, loader_workers: int = 0,
+                 cache_limit_bytes: int | None = None) -> DecodedImages:
     """Decode ``files`` through ``transform``'s geometry; with ``cache_dir``, reuse (or write)
-    the memory-mapped cache file. Images of different sizes after the transform are an
-    :class:`ImageShapeError` that names the spec field to set."""
+    the memory-mapped cache file, keeping the directory under ``cache_limit_bytes`` (None: no
+    bound) by evicting the least recently used files. Images of different sizes after the
+    transform are an :class:`ImageShapeError` that names the spec field to set."""
     y = torch.as_tensor(list(labels), dtype=torch.long)
     if cache_dir is None:
         return DecodedImages(_decode_all(files, transform, loader_workers), y, transform,
@@ -111,17 +118,48 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], transform: Resolv
     cache_dir.mkdir(parents=True, exist_ok=True)
     folder, content = cache_key(files, transform)
     path = cache_dir / f"{folder}-{content}.npy"
-    if not path.exists():
-        with _locked(cache_dir / f"{folder}.lock"):
-            if not path.exists():  # another process may have built it while we waited
-                _write(path, files, transform, loader_workers)
-                for stale in cache_dir.glob(f"{folder}-*.npy"):
-                    if stale != path:
-                        stale.unlink(missing_ok=True)
-    images = np.load(path, mmap_mode="r")
+    for attempt in (1, 2):
+        if not path.exists():
+            with _locked(cache_dir / f"{folder}.lock"):
+                if not path.exists():  # another process may have built it while we waited
+                    _write(path, files, transform, loader_workers)
+                    for stale in cache_dir.glob(f"{folder}-*.npy"):
+                        if stale != path:
+                            stale.unlink(missing_ok=True)
+                    if cache_limit_bytes is not None:
+                        evict_least_recent(cache_dir, cache_limit_bytes, keep=path)
+        try:
+            images = np.load(path, mmap_mode="r")
+            break
+        except FileNotFoundError:  # evicted by another process between the check and the load
+            if attempt == 2:
+                raise
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: the last to be evicted
     if len(images) != len(y):
         raise DataError(f"decode cache {path} holds {len(images)} images for {len(y)} files")
     return DecodedImages(images, y, transform, path=path, loader_workers=loader_workers)
+
+
+def evict_least_recent(cache_dir: Path, limit_bytes: int, *, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used cache files (oldest mtime first) until the directory's
+    ``.npy`` files fit in ``limit_bytes``; ``keep`` is never removed. Returns what was removed."""
+    entries = []
+    for file in cache_dir.glob("*.npy"):
+        with contextlib.suppress(OSError):  # removed by another process meanwhile
+            stat = file.stat()
+            entries.append((stat.st_mtime_ns, stat.st_size, file))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, file in sorted(entries, key=lambda e: e[0]):
+        if total <= limit_bytes:
+            break
+        if keep is not None and file == keep:
+            continue
+        file.unlink(missing_ok=True)
+        total -= size
+        removed.append(file)
+    return removed
 
 
 def _decode_all(files: Sequence[Path], transform: ResolvedTransform, workers: int = 0

@@ -34,11 +34,13 @@ SPLITS = ("train", "val", "test")
 
 
 def load_image_folders(spec: Mapping[str, Any], transform: ResolvedTransform, rule: SplitRule,
-                       *, cache_dir: Path | None = None, loader_workers: int = 0) -> DataSplits:
+                       *, cache_dir: Path | None = None, loader_workers: int = 0,
+                       cache_limit_bytes: int | None = None) -> DataSplits:
     def decoded(path: Path, classes: list[str] | None) -> tuple[DecodedImages, list[str]]:
         files, labels, names = list_images(path, classes)
         return decode_files(files, labels, transform, cache_dir=cache_dir,
-                            loader_workers=loader_workers), names
+                            loader_workers=loader_workers,
+                            cache_limit_bytes=cache_limit_bytes), names
 
     root = spec.get("root") or spec.get("path")
     dirs = {s: spec.get(s) for s in SPLITS}

@@ -181,10 +181,11 @@ def test_decode_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path: Pa
     first = load_datasets(spec, cache_dir=cache)
     files = sorted(cache.glob("*.npy"))
     assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
+    stamp, inode = files[0].stat().st_mtime_ns, files[0].stat().st_ino
     time.sleep(0.01)
     second = load_datasets(spec, cache_dir=cache)  # another trial, another load: the same file
-    assert sorted(cache.glob("*.npy")) == files and files[0].stat().st_mtime_ns == stamp
+    assert sorted(cache.glob("*.npy")) == files and files[0].stat().st_ino == inode
+    assert files[0].stat().st_mtime_ns > stamp  # marked as recently used (for eviction)
     base = first.train.dataset
     assert isinstance(base, DecodedImages) and base.path == second.train.dataset.path
     changed = root / "dog" / "002.jpg"
@@ -195,6 +196,37 @@ def test_decode_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path: Pa
     assert len(rebuilt) == 1 and rebuilt != files  # a new key; the stale file is gone
     # files are cat/000..005 then dog/000..005: dog/002 is image 8 of the decoded folder
     assert third.train.dataset.images[8][0].mean() > 200  # the red image was decoded
+
+
+def test_decode_cache_evicts_the_least_recently_used_folders_beyond_its_limit(tmp_path: Path
+                                                                             ) -> None:
+    cache = tmp_path / "cache"
+
+    def load(name: str, limit: int | None) -> DecodedImages:
+        root = tmp_path / name
+        if not root.exists():
+            make_folder(root, per_class=4, sizes=((16, 16),), seed=len(name))
+        spec = {"source": "imagefolder", "root": root, "transform": {"image_size": 8},
+                "split": {"val": 1, "test": 1}}
+        dataset = load_datasets(spec, cache_dir=cache, cache_limit_bytes=limit).train.dataset
+        assert isinstance(dataset, DecodedImages) and dataset.path is not None
+        time.sleep(0.01)  # distinct mtimes
+        return dataset
+
+    a = load("a", None)
+    one = a.path.stat().st_size
+    limit = 2 * one + one // 2  # room for two folders
+    b = load("bb", limit)
+    load("a", limit)  # a is used again: b is now the least recently used
+    c = load("ccc", limit)
+    assert sorted(p.name for p in cache.glob("*.npy")) == sorted([a.path.name, c.path.name])
+    assert not b.path.exists()
+    assert b.images[0].shape == (3, 8, 8)  # a mapping made before the eviction still reads
+    again = load("bb", limit)  # evicted: decoded again, transparently, evicting a
+    assert again.path == b.path and again.path.exists() and not a.path.exists()
+    assert np.array_equal(np.asarray(again.images), np.asarray(b.images))
+    # a single folder larger than the limit is still kept (it is in use)
+    assert load("dddd", 1).path.exists()
 
 
 def test_streamed_batches_equal_materialised_ones(tmp_path: Path) -> None:
