@@ -131,7 +131,9 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
                 store.add_artifact(session, job.id, plot)
         for spec, source in zip(plan.enqueued, plan.sources, strict=True):
             params, user_attrs = encode(plan.space, spec)
-            study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source})
+            # An earlier owner that lost the database mid-setup may have enqueued some already
+            study.enqueue_trial(params, user_attrs={**user_attrs, attrs.SOURCE: source},
+                                skip_if_exists=True)
         study.set_user_attr("setup_done", True)
     seeded = open_study(ctx, job, plan, seed=job.spec.seed)
     return StudyHandle(seeded, plan, inputs)
@@ -254,24 +256,25 @@ def reconcile_budget(ctx: WorkerContext, job_id: str, handle: StudyHandle,
     given a second slot (which would overshoot the budget by one)."""
     with ctx.session() as session:
         reserved = store.trial_slots_in_use(session, job_id)
-    done, waiting = _budget_counts(handle)
+    done = _trials_done(handle)
     if reserved > done:
         time.sleep(settle)
         wait_for_running_trials(ctx, handle)
         with ctx.session() as session:
             reserved = store.trial_slots_in_use(session, job_id)
-        done, waiting = _budget_counts(handle)
+        done = _trials_done(handle)
     with ctx.session() as session:
         if not store.set_trial_slots(session, job_id, done, expected=reserved):
             return True  # a slot was reserved meanwhile: run_trials sorts it out
-    return done < handle.plan.budget or waiting > 0
+    # Trials still waiting in the queue once the budget is spent are not owed: waiting for
+    # them would never end, since no slot is left to run them.
+    return done < handle.plan.budget
 
 
-def _budget_counts(handle: StudyHandle) -> tuple[int, int]:
-    """(trials that count against the budget, trials waiting in the queue)."""
-    trials = handle.study.get_trials(deepcopy=False)
-    done = sum(1 for t in trials if results.counts_against_budget(t))
-    return done, sum(1 for t in trials if t.state == TrialState.WAITING)
+def _trials_done(handle: StudyHandle) -> int:
+    """Trials that count against the budget."""
+    return sum(1 for t in handle.study.get_trials(deepcopy=False)
+               if results.counts_against_budget(t))
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,26 @@ def test_paper_strategy_runs_the_papers_grid_exactly_once(sqlite_service: Servic
     assert list(study.user_attrs["groups"]) == ["block1", "block2", "block3", "head"]
     assert [row.label for row in result.leaderboard] == [
         "no fine-tuning", "block1", "block2", "block3", "head", "all"]
+
+
+@pytest.mark.timeout(240)
+def test_a_setup_cut_short_after_enqueueing_some_trials_is_resumed_without_duplicates(
+        sqlite_service: Service):
+    """An owner that lost the database halfway through enqueueing the plan leaves some trials
+    waiting and no ``setup_done``; the next owner sets the study up again. It must not enqueue
+    them twice (they would run twice, and the owner would wait forever for queued trials past
+    the budget)."""
+    spec = tiny_job(strategy="paper", epochs=1, lr_min=1e-3, lr_max=1e-2, baselines=False)
+    with sqlite_service.client() as client:
+        job = client.submit(spec)
+        study = optuna.create_study(study_name=attrs.study_name(job.id), direction="maximize",
+                                    storage=sqlite_service.settings.storage_url)
+        for params in ({"part": "block1", "lr": 0.001}, {"part": "head", "lr": 0.01}):
+            study.enqueue_trial(params, user_attrs={attrs.SOURCE: "grid"})
+        run_worker(build_context(sqlite_service.settings, device="cpu"), drain=True)
+        job = client.get(job.id)
+    trials = sqlite_service.study(job.id).get_trials()
+    assert job.state == "succeeded", job.error
+    cells = [(t.params["part"], t.params["lr"]) for t in trials]
+    assert len(cells) == len(set(cells)) == 5 * 2, cells
+    assert all(t.state.is_finished() for t in trials)
