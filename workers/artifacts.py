@@ -138,6 +138,9 @@ def upload_diagnosis(artifact_store: ArtifactStore, study: optuna.Study,
     plot) and keep its record in the study for :func:`upload_final`."""
     if diagnosis is None or not diagnosis.groups:
         return None
+    uploaded = study.user_attrs.get(DIAGNOSIS_PLOT_ATTR)
+    if uploaded is not None:  # a setup resumed after an outage: the plot is there already
+        return ArtifactRecord.model_validate(uploaded)
     with tempfile.TemporaryDirectory() as tmp:
         path = plots.plot_diagnosis(Path(tmp) / "diagnosis.png", diagnosis)
         artifact_id = upload_artifact(artifact_store=artifact_store, file_path=str(path),

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from app import store
 from app import trial_attrs as attrs
-from app.schemas import JobError, JobProgress, JobResult
+from app.schemas import JobError, JobPhase, JobProgress, JobResult
 from selector.finetune.activation_cache import ActivationCache
 from workers import results
 from workers.artifacts import keep_if_best, upload_diagnosis
@@ -189,7 +189,7 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         handle.plan.space, setup, worker_id=ctx.worker_id,
         on_result=keep_if_best(ctx.artifact_store, job, inputs.model),
     )
-    progress_cb = _progress_callback(ctx, job.id, budget, handle.plan.inputs.prefer)
+    progress_cb = _progress_callback(ctx, job.id, handle)
     progress_cb(handle.study, None)  # the diagnosis's verdict shows before the first trial ends
     while True:
         if ctx.stop.is_set() or ctx.job_lost.is_set():
@@ -207,12 +207,15 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
             raise JobFailed(verdict)
 
 
-def _progress_callback(ctx: WorkerContext, job_id: str, budget: int, prefer: str,
-                       phase: str = "searching",
+def _progress_callback(ctx: WorkerContext, job_id: str, handle: StudyHandle,
+                       phase: JobPhase = "searching",
                        ) -> Callable[[optuna.Study, FrozenTrial | None], None]:
-    """Writes the job's progress (an Optuna callback after each trial, and called directly)."""
+    """Writes the job's progress (an Optuna callback after each trial, and called directly).
+    The diagnosis's verdict is fixed once the study is set up: read once, not every trial."""
+    said = diagnosis_verdict(handle.study.user_attrs.get(DIAGNOSIS_ATTR))
+    budget, prefer = handle.plan.budget, handle.plan.inputs.prefer
+
     def callback(study: optuna.Study, _trial: FrozenTrial | None) -> None:
-        said = diagnosis_verdict(study.user_attrs.get(DIAGNOSIS_ATTR))
         progress = results.progress(study.get_trials(deepcopy=False), budget, prefer,
                                     phase=phase, diagnosis=said)
         with ctx.session() as session:
@@ -223,8 +226,7 @@ def _progress_callback(ctx: WorkerContext, job_id: str, budget: int, prefer: str
 
 def finishing(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> optuna.Study:
     """Show the 'finishing' phase (the result and the artifacts take a few seconds)."""
-    _progress_callback(ctx, job.id, handle.plan.budget, handle.plan.inputs.prefer,
-                       phase="finishing")(handle.study, None)
+    _progress_callback(ctx, job.id, handle, phase="finishing")(handle.study, None)
     return handle.study
 
 

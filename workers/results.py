@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from app import trial_attrs as attrs
 from app.schemas import (
     GroupInfo,
+    JobPhase,
     JobProgress,
     JobResult,
     LeaderboardRow,
@@ -214,7 +215,7 @@ def reason(choice: Choice) -> str:
 
 
 def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimony", *,
-             phase: str = "searching", diagnosis: str | None = None) -> JobProgress:
+             phase: JobPhase = "searching", diagnosis: str | None = None) -> JobProgress:
     """The job's live progress (replaced whole on every write, so it carries the diagnosis's
     verdict along)."""
     best = recommended_trial(trials, prefer)
@@ -224,7 +225,7 @@ def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimon
         best_val_acc=None if best is None else best.value,
         best_label=None if best is None else best.user_attrs.get(attrs.LABEL),
         best_groups=None if best is None else list(best.user_attrs.get(attrs.GROUPS, [])),
-        phase=phase,  # type: ignore[arg-type]
+        phase=phase,
         diagnosis=diagnosis,
     )
 
