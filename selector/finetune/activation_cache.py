@@ -11,6 +11,9 @@ the capture; the probe that verifies the entry still runs in every trial.
 
 The caller owns the scope: one cache per pretrained model and data set (the workers keep one
 per job, per worker). Entries are evicted least recently used beyond ``limit_bytes``.
+
+It also remembers small results that every trial would otherwise recompute identically, such as
+the untouched model's validation accuracy (:meth:`ActivationCache.remember`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class ActivationCache:
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[Hashable, tuple[SplitData, int]] = OrderedDict()
+        self._remembered: dict[Hashable, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -66,3 +70,14 @@ class ActivationCache:
                 while self.nbytes > self.limit_bytes and len(self._items) > 1:
                     self._items.popitem(last=False)
         return split
+
+    def remember(self, key: Hashable, compute: Callable[[], tuple[float, float]]
+                 ) -> tuple[float, float]:
+        """``compute()``'s result for ``key``, computed once (a few bytes: never evicted)."""
+        with self._lock:
+            found = self._remembered.get(key)
+        if found is None:
+            found = compute()
+            with self._lock:
+                self._remembered[key] = found
+        return found

@@ -72,6 +72,12 @@ class PrefixCache:
     _h: Tensor | None = None
     _handles: list[Any] = field(default_factory=list)
     _dummies: dict[int, Tensor] = field(default_factory=dict)
+    #: Zeros a stub returns, one per (stub, batch size), with the version counter they were
+    #: handed out at: allocated once, not filled per call (filling them was 6% of a warm
+    #: last-stage trial), and replaced if the model's own code wrote into them in place.
+    _zeros: dict[tuple[str, int], tuple[Tensor, int]] = field(default_factory=dict)
+    #: Splits whose entry inputs are captured on first use (:meth:`materialize`).
+    _deferred: dict[str, Callable[[], SplitData]] = field(default_factory=dict)
 
     def __call__(self, h: Tensor) -> Any:
         self._h = h
@@ -87,7 +93,7 @@ class PrefixCache:
     def install(self) -> None:
         modules = dict(self.model.named_modules())
         for name, (shape, dtype) in self.stubs.items():
-            modules[name].forward = self._stub(shape, dtype)  # type: ignore[method-assign]
+            modules[name].forward = self._stub(name, shape, dtype)  # type: ignore[method-assign]
         self._handles.append(modules[self.entry].register_forward_pre_hook(self._substitute))
 
     def close(self) -> None:
@@ -99,10 +105,28 @@ class PrefixCache:
             handle.remove()
         self._handles.clear()
 
-    def _stub(self, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
+    def is_deferred(self, split: str) -> bool:
+        return split in self._deferred
+
+    def materialize(self, split: str) -> SplitData:
+        """Capture a deferred split's entry inputs now. The prefix holds no tuned parameter and
+        its BatchNorm runs in eval mode, so its output is what it was before training: the same
+        tensors an eager capture would have taken (same batches, same weights)."""
+        capture = self._deferred.pop(split)
+        self.close()
+        try:
+            return capture()
+        finally:
+            self.install()
+
+    def _stub(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
         def forward(*args: Any, **kwargs: Any) -> Tensor:
             n = self._h.shape[0] if self._h is not None else 1
-            return torch.zeros((n, *shape), dtype=dtype, device=self.device)
+            kept = self._zeros.get((name, n))
+            if kept is None or kept[0]._version != kept[1]:
+                zeros = torch.zeros((n, *shape), dtype=dtype, device=self.device)
+                kept = self._zeros[name, n] = (zeros, zeros._version)
+            return kept[0]
         return forward
 
     def _substitute(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -117,13 +141,17 @@ def build_prefix_cache(
     batch_size: int = 256,
     limit_bytes: int = CACHE_LIMIT_BYTES,
     store: ActivationCache | None = None,
+    deferred: Collection[str] = (),
 ) -> tuple[PrefixCache, dict[str, SplitData]] | None:
     """Find an entry, verify it, and capture every split's entry inputs. Returns the installed
     cache and the splits whose images are replaced by entry inputs, or None (train uncached).
     ``model`` must be in eval mode and is modified in place until ``PrefixCache.close()``.
     ``store``: captured splits shared across trials of the same pretrained model and data
     (:class:`selector.finetune.activation_cache.ActivationCache`); the entry is still verified
-    here, only the capture is reused."""
+    here, only the capture is reused.
+    ``deferred``: splits captured only when first evaluated (:meth:`PrefixCache.materialize`);
+    the returned dict holds them uncaptured until then. A trial stopped early never evaluates
+    the test split, and capturing it through the frozen prefix costs more than its epochs."""
     if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: train uncached
         return None
     train = splits["train"]
@@ -150,14 +178,11 @@ def build_prefix_cache(
         cache.close()
         if not ok:
             continue
-        if store is None:
-            cached = {name: _capture(model, entry, split, batch_size)
-                      for name, split in splits.items()}
-        else:
-            cached = {name: store.fetch(
-                (entry, name, split.n, str(split.device), batch_size),
-                lambda split=split, entry=entry: _capture(model, entry, split, batch_size))  # type: ignore[misc]
-                for name, split in splits.items()}
+        captures = {name: _capturer(model, entry, name, split, batch_size, store)
+                    for name, split in splits.items()}
+        cached = {name: split if name in deferred else captures[name]()
+                  for name, split in splits.items()}
+        cache._deferred = {name: captures[name] for name in splits if name in deferred}
         cache.install()
         return cache, cached
     return None
@@ -276,6 +301,17 @@ def _candidate(model: nn.Module, entry: str, trainable: set[str],
         return None
     return PrefixCache(model, entry, stubs, tuple(probe_x.shape[1:]), probe_x.dtype,
                        probe_x.device)
+
+
+def _capturer(model: nn.Module, entry: str, name: str, split: SplitData, batch_size: int,
+              store: ActivationCache | None) -> Callable[[], SplitData]:
+    """A call that captures ``split`` (through ``store`` when there is one)."""
+    def capture() -> SplitData:
+        if store is None:
+            return _capture(model, entry, split, batch_size)
+        return store.fetch((entry, name, split.n, str(split.device), batch_size),
+                           lambda: _capture(model, entry, split, batch_size))
+    return capture
 
 
 def _capture(model: nn.Module, entry: str, split: SplitData, batch_size: int) -> SplitData:

@@ -144,12 +144,13 @@ def run_finetune(model: nn.Module, train: Dataset[Any], val: Dataset[Any],
         # a random transform makes the prefix's output differ between epochs: never cache it
         random = any(split.random for split in splits.values())
         if train_now and config.bn_mode == "eval" and config.cache_prefix and not random:
+            # the test split is captured when first evaluated: a trial stopped early never is
             built = build_prefix_cache(work, trainable, splits, batch_size=eval_batch_size(device),
-                                       store=activation_cache)
+                                       store=activation_cache, deferred=("test",))
             if built is not None:
                 run.cache, run.splits = built
         try:
-            _, initial_val_acc = run.eval("val")
+            _, initial_val_acc = run.untouched_val(activation_cache)
             if train_now:
                 run.train(policy, on_epoch)
             test_acc = run.final_test_acc()
@@ -201,7 +202,18 @@ class _Run:
                 out = self.model(self.precision.prepare_input(x))
         return logits_of(out).float()
 
+    def untouched_val(self, store: ActivationCache | None) -> tuple[float, float]:
+        """The untouched model's validation loss and accuracy: the same for every trial that
+        evaluates it the same way (entry, precision, device), so computed once per store."""
+        if store is None:
+            return self.eval("val")
+        key = ("untouched", "val", self.cache.entry if self.cache is not None else None,
+               self.precision.name, str(self.device), self.splits["val"].n)
+        return store.remember(key, lambda: self.eval("val"))
+
     def eval(self, split: str) -> tuple[float, float]:
+        if self.cache is not None and self.cache.is_deferred(split):
+            self.splits[split] = self.cache.materialize(split)
         return evaluate_split(self.forward, self.splits[split], eval_batch_size(self.device))
 
     def train(self, policy: EpochPolicy, on_epoch: OnEpoch | None) -> None:

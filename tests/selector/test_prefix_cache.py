@@ -92,3 +92,42 @@ def test_skip_connection_from_the_prefix_disables_the_cache(splits) -> None:
     assert entry_for(model, ["block2", "head"], splits[0]) is None
     assert entry_for(model, ["head"], splits[0]) == "fc"
     assert_cache_is_exact(model, ["block2", "head"], splits)
+
+
+class WritesIntoItsPrefix(nn.Module):
+    """Its own forward adds to the stem's output in place before the tuned body: a stub's
+    zeros handed out again would no longer be zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+        self.body = nn.Conv2d(2, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h.add_(1.0)
+        return self.fc(self.body(h).flatten(1))
+
+
+def test_stubs_hand_out_zeros_on_every_call_even_after_an_in_place_write(splits) -> None:
+    torch.manual_seed(0)
+    model = WritesIntoItsPrefix().eval()
+    set_trainable(model, ["body.weight", "body.bias", "fc.weight", "fc.bias"])
+    built = build_prefix_cache(model, ["body.weight", "body.bias", "fc.weight", "fc.bias"],
+                               {"train": SplitData(splits[0], "train")})
+    assert built is not None
+    cache, cached = built
+    assert cache.entry == "body"
+    stem = model.stem
+    try:
+        first = stem(torch.zeros(32, 1, 8, 8))
+        assert not first.any()
+        first.add_(1.0)  # what the model's forward does to it
+        again = stem(torch.zeros(32, 1, 8, 8))
+        assert not again.any(), "a stub handed out the tensor the model wrote into"
+        untouched = stem(torch.zeros(32, 1, 8, 8))
+        assert untouched is again, "an unwritten stub output is reused, not re-filled"
+    finally:
+        cache.close()
+    assert_cache_is_exact(WritesIntoItsPrefix(), ["block2", "head"], splits)
