@@ -217,10 +217,18 @@ def reason(choice: Choice) -> str:
 def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimony", *,
              phase: JobPhase = "searching", diagnosis: str | None = None) -> JobProgress:
     """The job's live progress (replaced whole on every write, so it carries the diagnosis's
-    verdict along)."""
+    verdict along).
+
+    A "searching" write made once the budget is spent and no trial runs says "finishing": any
+    worker may write progress after its last trial, and the last such write can land after the
+    owner has said "finishing"; it must not take the phase back while the result is built."""
     best = recommended_trial(trials, prefer)
+    done = sum(1 for t in trials if counts_against_budget(t))
+    if phase == "searching" and done >= budget and not any(
+            t.state == TrialState.RUNNING for t in trials):
+        phase = "finishing"
     return JobProgress(
-        trials_done=sum(1 for t in trials if counts_against_budget(t)),
+        trials_done=done,
         trials_budget=budget,
         best_val_acc=None if best is None else best.value,
         best_label=None if best is None else best.user_attrs.get(attrs.LABEL),

@@ -55,6 +55,18 @@ def test_progress_is_the_api_model_with_the_best_trial():
         JobProgress(trials_done=0, trials_budget=6, phase="finishing", diagnosis="no shift found")
 
 
+def test_progress_written_after_the_last_trial_says_finishing_not_searching():
+    """A helper's write after its last trial can land after the owner's "finishing": it must
+    not take the phase back."""
+    spent = numbered(trial("head", 0.6), pruned(), trial("block2", 0.75))
+    assert results.progress(spent, budget=3).phase == "finishing"
+    assert results.progress(spent, budget=4).phase == "searching"  # a trial is still owed
+    running = numbered(trial("head", 0.6), pruned(), trial("block2", 0.75),
+                       trial("block1", 0.5, state=TrialState.RUNNING))
+    assert results.progress(running, budget=3).phase == "searching"  # one still runs
+    assert results.progress(spent, budget=3, phase="diagnosing").phase == "diagnosing"
+
+
 def test_leaderboard_rows_follow_the_papers_order_at_the_best_lr_of_each_part():
     trials = numbered(
         trial("all", 0.70, tuned_params=500),
