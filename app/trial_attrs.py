@@ -14,6 +14,7 @@ N_VAL = "n_val"                    # int: validation examples (the standard erro
 TEST_ACC = "test_acc"              # float | None: test accuracy at best_epoch
 TUNED_PARAMS = "tuned_params"      # int
 TUNED_SHARE = "tuned_share"        # float in [0, 1]
+PART_PARAMS = "part_params"        # int: parameters the trial's part may train, set at its start
 DURATION_S = "duration_s"          # float: wall seconds of the trial
 WORKER = "worker"                  # str: worker id that ran the trial
 DEVICE = "device"                  # str: "cpu", "cuda:0", ...

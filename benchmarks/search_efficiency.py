@@ -19,6 +19,10 @@ Optuna study, one thread):
 * ``auto-async`` (only with ``--runs``) an ablation: ``auto`` whose first rung promotes the top
   third of the trials *so far* (the rule before the first rung's planned size was used), so the
   early candidates face fewer competitors.
+* ``auto-tolerant`` (only with ``--runs``) an ablation: ``auto`` whose later rungs keep every
+  trial within one standard error of the cut (the default until the parsimony rule of
+  ``workers.halving``: from the second rung on, only a trial that could still be recommended
+  keeps that tolerance).
 * ``tpe`` and ``random`` (TPE's space and pruner with a seeded ``RandomSampler``), each run
   trial by trial until its CPU seconds reach what ``auto`` spent on the case (equal compute).
 
@@ -63,9 +67,10 @@ GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
 LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "live-grid" / "runs.csv"
 #: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
 GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
-RUN_NAMES = ("grid", "auto", "auto-fixed", "auto-sh", "auto-async", "tpe", "random")
+RUN_NAMES = ("grid", "auto", "auto-fixed", "auto-sh", "auto-async", "auto-tolerant", "tpe",
+             "random")
 #: Runs ordered by the shift diagnosis (its CPU seconds counted).
-DIAGNOSED = ("auto", "auto-sh", "auto-async")
+DIAGNOSED = ("auto", "auto-sh", "auto-async", "auto-tolerant")
 FIELDS = ("shift", "seed", "run", "trials", "completed", "epochs_trained", "cpu_seconds",
           "compute_share", "recommended", "lr", "val_acc", "test_acc", "regret", "grid_test_acc")
 
@@ -197,7 +202,7 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
     """``run``: "auto", "tpe", "random" or "paper"; with ``cpu_cap`` trials start only while
     the CPU seconds spent are below it."""
     strategy = {"random": "tpe", "auto-fixed": "auto", "auto-sh": "auto",
-                "auto-async": "auto"}.get(run, run)
+                "auto-async": "auto", "auto-tolerant": "auto"}.get(run, run)
     names = tuple(name for name, _ in case.group_sizes)
     ranking = case.diagnosis_ranking if run in DIAGNOSED else None
     plan = plan_search(PlanInputs(strategy, names, max_trials, lr_min, lr_max,
@@ -211,6 +216,9 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
             min_early_stopping_rate=0)
     if run == "auto-async":  # the ablation: the first rung's cut from the trials so far
         pruner = make_auto_pruner(case.setup.epochs)
+    if run == "auto-tolerant":  # the ablation: the full tolerance at every rung
+        first = sum(1 for source in plan.sources if source == "first-rung")
+        pruner = make_auto_pruner(case.setup.epochs, first or None)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for spec, source in zip(plan.enqueued, plan.sources, strict=True):
         params, user_attrs = encode(plan.space, spec)
@@ -391,7 +399,7 @@ def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run]) -> N
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     colours = {"grid": "black", "auto": "#e6550d", "auto-fixed": "#fdae6b", "auto-sh": "#8c6d31",
-               "auto-async": "#9e9ac8", "tpe": "#3182bd",
+               "auto-async": "#9e9ac8", "auto-tolerant": "#bcbddc", "tpe": "#3182bd",
                "random": "#31a354"}
     for name, colour in colours.items():
         rows = [r for r in runs if r.run == name and (r.shift, r.seed) in grid]

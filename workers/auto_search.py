@@ -200,9 +200,13 @@ def first_rung_epochs(epochs: int) -> int:
     return max(1, epochs // 7)
 
 
-def make_auto_pruner(epochs: int, first_rung_size: int | None = None) -> optuna.pruners.BasePruner:
+def make_auto_pruner(epochs: int, first_rung_size: int | None = None, *,
+                     parsimony: bool = False) -> optuna.pruners.BasePruner:
     """Successive halving on the per-epoch validation reports (rungs at
     :func:`first_rung_epochs`, x3, ...) that keeps a trial within one standard error of the
     cut and, given the number of first-rung candidates, promotes a third of them whatever
-    order they run in (``workers.halving``)."""
-    return NoiseAwareHalvingPruner(first_rung_epochs(epochs), REDUCTION_FACTOR, first_rung_size)
+    order they run in; with ``parsimony`` (the recommendation's default rule), from the second
+    rung on only a trial that could still be recommended stays within that tolerance
+    (``workers.halving``)."""
+    return NoiseAwareHalvingPruner(first_rung_epochs(epochs), REDUCTION_FACTOR, first_rung_size,
+                                   parsimony=parsimony)

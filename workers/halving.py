@@ -27,6 +27,16 @@ for all candidates; the order no longer decides who survives the first rung. Lat
 size depends on the first, keep the asynchronous rule: the top third of the trials so far, and
 the first ``eta - 1`` trials at a rung continue only if they are (within one standard error of)
 the best so far, as in Optuna's pruner.
+
+With ``parsimony`` (the recommendation prefers the fewest tuned parameters within one standard
+error of the best, ``search.prefer: "parsimony"``), the tolerance below the cut is narrower
+from the second rung on: a trial there continues only if it could still be the recommendation,
+that is if it trains fewer parameters (``part_params``) than a trial at or above the cut. A trial
+that trains at least as many as every one of them and ends within noise of them is never
+recommended, and to end more than one standard error above them it would have to overtake from
+behind. The first rung keeps the full tolerance: after 2 of 15 epochs the values rank parts
+poorly (a part that learns slowly, the last block under a subpopulation shift, is behind), and
+that is where the tolerance saves the right answer.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
     """Successive halving (maximising) with a one-standard-error tolerance at the cut."""
 
     def __init__(self, min_resource: int, reduction_factor: int,
-                 first_rung_size: int | None = None) -> None:
+                 first_rung_size: int | None = None, *, parsimony: bool = False) -> None:
         if min_resource < 1 or reduction_factor < 2:
             raise ValueError("min_resource must be >= 1 and reduction_factor >= 2")
         if first_rung_size is not None and first_rung_size < 1:
@@ -50,6 +60,7 @@ class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
         self._min_resource = min_resource
         self._eta = reduction_factor
         self._first_rung_size = first_rung_size
+        self._parsimony = parsimony
 
     def promoted(self, rung: int, reached: int) -> int:
         """How many trials of those that ``reached`` the ``rung`` are promoted (at least one;
@@ -78,17 +89,27 @@ class NoiseAwareHalvingPruner(optuna.pruners.BasePruner):
             return False  # not at a rung, or this rung was judged at an earlier report
         value = _best_up_to(trial, rung)
         assert value is not None  # it reported at step >= rung
-        competing = [v for t in study.get_trials(deepcopy=False, states=_REACHED)
-                     if t.number != trial.number and (v := _best_up_to(t, rung)) is not None]
-        competing.append(value)
-        competing.sort(reverse=True)
+        others = [(v, t) for t in study.get_trials(deepcopy=False, states=_REACHED)
+                  if t.number != trial.number and (v := _best_up_to(t, rung)) is not None]
+        competing = sorted([value, *(v for v, _ in others)], reverse=True)
         promoted = self.promoted(rung, len(competing))
         if len(competing) <= promoted:
             return False  # as many promotions as trials at the rung: it is in the top k
         cut = competing[promoted - 1]
+        if value >= cut:
+            return False
         n_val = trial.user_attrs.get(attrs.N_VAL)
         tolerance = standard_error(cut, int(n_val) if n_val else None) or 0.0
-        return value < cut - tolerance
+        if value < cut - tolerance:
+            return True
+        if not self._parsimony or rung == self._min_resource:
+            return False  # within noise of the cut
+        # within noise, at a later rung: it continues if it would be preferred to a trial at or
+        # above the cut for training fewer parameters (unknown counts never stop a trial)
+        mine = _part_params(trial)
+        return mine is not None and all(
+            (theirs := _part_params(t)) is not None and theirs <= mine
+            for v, t in others if v >= cut)
 
 
 #: States of trials that may have reached a rung (waiting trials have reported nothing).
@@ -104,3 +125,8 @@ def _best_up_to(trial: FrozenTrial, rung: int) -> float | None:
         return None
     first = min(reached)
     return max(value for step, value in values.items() if step <= first)
+
+
+def _part_params(trial: FrozenTrial) -> int | None:
+    value = trial.user_attrs.get(attrs.PART_PARAMS)
+    return None if value is None else int(value)

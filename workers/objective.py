@@ -160,6 +160,7 @@ def make_objective(
         trial.set_user_attr(attrs.WORKER, worker_id)
         trial.set_user_attr(attrs.DEVICE, setup.device or "auto")
         trial.set_user_attr(attrs.N_VAL, len(setup.val))  # type: ignore[arg-type]
+        trial.set_user_attr(attrs.PART_PARAMS, part_params(spec, setup.groups))
         history: list[float] = []
 
         def on_epoch(metrics: EpochMetrics) -> bool:
@@ -211,6 +212,19 @@ def make_objective(
         return float(result.best_val_acc)
 
     return objective
+
+
+def part_params(spec: TrialSpec, groups: Sequence[LayerGroup]) -> int:
+    """Parameters the spec's part may train, known before it runs (the pruner compares running
+    trials by it): its groups for surgical fine-tuning, every group for Auto-RGN/SNR, which
+    scale the learning rate of every tensor."""
+    if spec.method == "surgical":
+        names = set(spec.groups)
+    elif spec.method in ("auto-rgn", "auto-snr"):
+        names = {g.name for g in groups}
+    else:
+        return 0
+    return sum(g.num_params for g in groups if g.name in names)
 
 
 def reuse(trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> float:

@@ -158,7 +158,8 @@ def make_pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if plan.space.strategy == "auto":
         first_rung = sum(1 for source in plan.sources if source == "first-rung")
-        return make_auto_pruner(plan.inputs.epochs, first_rung or None)
+        return make_auto_pruner(plan.inputs.epochs, first_rung or None,
+                                parsimony=plan.inputs.prefer == "parsimony")
     return optuna.pruners.MedianPruner(
         n_startup_trials=max(len(plan.enqueued), 4),
         n_warmup_steps=max(1, plan.inputs.epochs // 3),
