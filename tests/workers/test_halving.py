@@ -146,3 +146,67 @@ def test_the_planned_size_only_widens_the_first_rung():
     assert not pruner.prune(_study({1: 0.9, 2: 0.9}), _candidate({1: 0.5, 2: 0.5}))
     with pytest.raises(ValueError):
         NoiseAwareHalvingPruner(2, 3, first_rung_size=0)
+
+
+def _sized(curve: dict[int, float], params: int | None, *, candidate: bool = False
+           ) -> FrozenTrial:
+    user_attrs: dict[str, int] = {attrs.N_VAL: N_VAL}
+    if params is not None:
+        user_attrs[attrs.PART_PARAMS] = params
+    trial = create_trial(state=TrialState.PRUNED, intermediate_values=curve,
+                         user_attrs=user_attrs)
+    if candidate:
+        trial.number = 10_000
+    return trial
+
+
+def _at_second_rung(leader_params: int | None) -> optuna.Study:
+    """A leader at 0.90 after 6 epochs (the cut: one of two is promoted)."""
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_sized({e: 0.90 for e in range(1, 7)}, leader_params))
+    return study
+
+
+def test_parsimony_stops_a_larger_part_within_noise_below_the_cut_from_the_second_rung():
+    """0.885 vs a cut of 0.90 (SE 2.1 points) at epoch 6: within noise. Tuning more than the
+    leader, it can be recommended only by ending more than one SE above it: it is stopped."""
+    behind = {e: 0.885 for e in range(1, 7)}
+    parsimonious = NoiseAwareHalvingPruner(2, 3, first_rung_size=6, parsimony=True)
+    assert parsimonious.prune(_at_second_rung(1_000), _sized(behind, 5_000, candidate=True))
+    assert parsimonious.prune(_at_second_rung(1_000), _sized(behind, 1_000, candidate=True))
+    # fewer parameters than the leader: within noise it would be the recommendation
+    assert not parsimonious.prune(_at_second_rung(1_000), _sized(behind, 200, candidate=True))
+    # unknown counts never stop a trial
+    assert not parsimonious.prune(_at_second_rung(None), _sized(behind, 5_000, candidate=True))
+    assert not parsimonious.prune(_at_second_rung(1_000), _sized(behind, None, candidate=True))
+    # without the rule (search.prefer "accuracy") the full tolerance holds
+    tolerant = NoiseAwareHalvingPruner(2, 3, first_rung_size=6)
+    assert not tolerant.prune(_at_second_rung(1_000), _sized(behind, 5_000, candidate=True))
+    # far below the cut it is stopped either way, at or above it it continues either way
+    far = {e: 0.80 for e in range(1, 7)}
+    assert tolerant.prune(_at_second_rung(1_000), _sized(far, 200, candidate=True))
+    ahead = {e: 0.91 for e in range(1, 7)}
+    assert not parsimonious.prune(_at_second_rung(1_000), _sized(ahead, 5_000, candidate=True))
+
+
+def test_parsimony_keeps_the_full_tolerance_at_the_first_rung():
+    """After 2 epochs a slow starter (the last block under a subpopulation shift) may be a
+    larger part just behind: it continues within noise of the cut."""
+    pruner = NoiseAwareHalvingPruner(2, 3, first_rung_size=3, parsimony=True)
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_sized({1: 0.9, 2: 0.9}, 1_000))
+    study.add_trial(_sized({1: 0.5, 2: 0.5}, 1_000))
+    study.add_trial(_sized({1: 0.5, 2: 0.5}, 1_000))
+    assert not pruner.prune(study, _sized({1: 0.8, 2: 0.885}, 5_000, candidate=True))
+    assert pruner.prune(study, _sized({1: 0.8, 2: 0.85}, 5_000, candidate=True))
+
+
+def test_auto_applies_parsimony_only_with_the_parsimony_rule():
+    from workers.strategies import PlanInputs, make_pruner, plan_search
+
+    names = ("block1", "block2", "block3", "head")
+    for prefer, expected in (("parsimony", True), ("accuracy", False)):
+        plan = plan_search(PlanInputs("auto", names, 8, 1e-5, 1e-1, 15, prefer=prefer))
+        pruner = make_pruner(plan)
+        assert isinstance(pruner, NoiseAwareHalvingPruner)
+        assert pruner._parsimony is expected

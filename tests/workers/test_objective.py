@@ -77,3 +77,25 @@ def test_a_trial_that_stays_finite_has_no_stop_reason() -> None:
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert len(trial.user_attrs[attrs.VAL_ACC_PER_EPOCH]) == 5
     assert attrs.STOP_REASON not in trial.user_attrs
+
+
+def test_a_trial_records_the_parameters_its_part_may_train_and_pruned_ones_keep_them() -> None:
+    """The pruner compares running trials by ``part_params``: set before the first epoch, equal
+    to what the finished trial reports as tuned."""
+    trial = _run_one_trial(finite_steps=100)
+    assert trial.user_attrs[attrs.PART_PARAMS] == trial.user_attrs[attrs.TUNED_PARAMS] > 0
+    pruned = _run_one_trial(finite_steps=0)  # diverged in epoch 1: pruned before any result
+    assert pruned.state == optuna.trial.TrialState.PRUNED
+    assert pruned.user_attrs[attrs.PART_PARAMS] == trial.user_attrs[attrs.PART_PARAMS]
+    assert attrs.TUNED_PARAMS not in pruned.user_attrs
+
+
+def test_part_params_counts_every_group_for_auto_rgn() -> None:
+    from workers.objective import part_params
+
+    groups = discover_groups(DivergesAfter(0))
+    total = sum(g.num_params for g in groups)
+    assert part_params(TrialSpec("auto-rgn", (), 1e-3, "auto-rgn"), groups) == total
+    first = groups[0]
+    assert part_params(TrialSpec("surgical", (first.name,), 1e-3, first.name),
+                       groups) == first.num_params
