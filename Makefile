@@ -23,7 +23,7 @@ run: setup
 
 lint: setup
 	$(BIN)/ruff check selector app workers tests benchmarks
-	$(BIN)/mypy selector app workers
+	$(BIN)/mypy selector app workers benchmarks
 
 bench-quick: setup
 	$(BIN)/python benchmarks/reproduce.py --quick

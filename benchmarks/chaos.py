@@ -27,6 +27,7 @@ about a second per trial on one core). Scenarios::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -332,7 +333,8 @@ def scenario_kill(args: argparse.Namespace) -> dict[str, Any]:
             log(f"killed worker {pid} running trial {trial['number']} of job {job_id}")
             svc.start_worker()  # keep two workers alive
         started = time.monotonic()
-        states = [wait_until(lambda j=j: finished(svc.url, j), 900, f"job {j}") for j in ids]
+        states = [wait_until(functools.partial(finished, svc.url, j), 900, f"job {j}")
+                  for j in ids]
         outcome["drain_s"] = round(time.monotonic() - started, 1)
         for job_id, state in zip(ids, states, strict=True):
             audit = audit_study(svc.database_url, job_id, budget)

@@ -25,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -37,8 +39,12 @@ from selector import surgical_finetune  # noqa: E402
 from selector.builtin import load_case  # noqa: E402
 from selector.finetune.activation_cache import ActivationCache  # noqa: E402
 
+T = TypeVar("T")
 
-def cpu(run) -> tuple[float, object]:
+
+def cpu(run: Callable[[], T]) -> tuple[float, T]:
+    """CPU seconds of ``run()`` in this process (not wall time: the machine is shared) and
+    its result, typed as ``run``'s so the caller can compare the results' epochs."""
     started = time.process_time()
     result = run()
     return time.process_time() - started, result
@@ -82,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(part, lr) for part in ("block1", "block2", "block3", "head", "all")
              for lr in (1e-3, 1e-4)]
     totals, walls = {}, {}
-    for label, store in (("without", None), ("with", ActivationCache(1 << 30))):
+    for label, grid_store in (("without", None), ("with", ActivationCache(1 << 30))):
         started, wall = time.process_time(), time.perf_counter()
         for part, lr in cells:
             tune = "all" if part == "all" else [part]
             surgical_finetune(grid_case.model, tune, grid_case.train, grid_case.val,
-                              grid_case.test, lr=lr, activation_cache=store, **common)
+                              grid_case.test, lr=lr, activation_cache=grid_store, **common)
         totals[label] = time.process_time() - started
         walls[label] = time.perf_counter() - wall
         print(label, totals[label], flush=True)

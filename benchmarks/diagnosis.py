@@ -161,8 +161,8 @@ def markdown(rows: Sequence[dict[str, Any]], trial_cpu: dict[int, float], comman
         cells[(r["shift"], int(r["regime"]))].append(r)
     for (shift, regime), group in cells.items():
         seen = ", ".join(f"{r['diagnosed']}/{r['top']}" for r in group)
-        bare = ", ".join(f"{r['nosource_kind']}/{r['nosource_top']}" for r in group)
-        lines.append(f"| {shift} | {group[0]['kind']} | {regime} | {seen} | {bare} | "
+        bare_seen = ", ".join(f"{r['nosource_kind']}/{r['nosource_top']}" for r in group)
+        lines.append(f"| {shift} | {group[0]['kind']} | {regime} | {seen} | {bare_seen} | "
                      f"{group[0]['ratios'].replace(';', ', ')} |")
     lines += ["", "## Cost", "", "| regime | diagnosis CPU s (median, with source pass) | "
               "one full fine-tuning trial CPU s | ratio |", "|---|---|---|---|"]

@@ -33,11 +33,14 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:  # the engine is imported inside the worker processes, not at start-up
+    from selector.builtin.case import Case
 
 # ---------------------------------------------------------------------------------------------
 # The grid
@@ -167,11 +170,23 @@ def _init_worker() -> None:
 
 @functools.lru_cache(maxsize=4)
 def _case(shift: str, severity: int | None, seed: int, regime: int, n_val: int, n_test: int,
-          data_dir: str):
+          data_dir: str) -> Case:
     from selector.builtin import load_case
 
     return load_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
                      n_test=n_test, data_dir=data_dir)
+
+
+class TrainArgs(TypedDict):
+    """The keyword arguments every method's run shares, typed so that ``**`` of them checks
+    against each fine-tuning function's signature."""
+
+    lr: float
+    epochs: int
+    seed: int
+    bn_mode: str
+    device: str
+    test_each_epoch: bool
 
 
 def run_task(task: Task, data_dir: str) -> dict[str, Any]:
@@ -181,8 +196,8 @@ def run_task(task: Task, data_dir: str) -> dict[str, Any]:
     started, cpu_started = time.perf_counter(), time.process_time()
     case = _case(task.shift, task.severity, task.seed, task.regime, task.n_val, task.n_test,
                  data_dir)
-    common = dict(lr=0.0 if task.method == NONE else task.lr, epochs=task.epochs,
-                  seed=task.seed, bn_mode=task.bn_mode, device="cpu", test_each_epoch=False)
+    common = TrainArgs(lr=0.0 if task.method == NONE else task.lr, epochs=task.epochs,
+                       seed=task.seed, bn_mode=task.bn_mode, device="cpu", test_each_epoch=False)
     if task.method == NONE:
         result = surgical_finetune(case.model, [], case.train, case.val, case.test, **common)
     elif task.method == "auto-rgn":

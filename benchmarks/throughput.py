@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch.utils.data import TensorDataset
@@ -30,6 +31,16 @@ from selector import discover_groups, surgical_finetune
 from selector.io.models_io import build_torchvision
 
 KINDS = ("head", "block1", "all")
+
+
+class Cell(TypedDict):
+    """One trial's measurements and the precision it ran in (``result.precision``, what the
+    table shows), so the row mixes numbers and a string."""
+
+    images_per_s: float
+    trial_s: float
+    gpu_gib: float
+    precision: str
 
 
 def precisions(device: torch.device, quick: bool = False) -> list[str]:
@@ -41,7 +52,7 @@ def precisions(device: torch.device, quick: bool = False) -> list[str]:
 
 
 def measure(arch: str, size: int, kind: str, precision: str, device: torch.device,
-            images: int, batch_size: int, epochs: int) -> dict[str, float]:
+            images: int, batch_size: int, epochs: int) -> Cell:
     torch.manual_seed(0)
     model = build_torchvision(arch, num_classes=10).eval()
     groups = discover_groups(model)
@@ -59,8 +70,8 @@ def measure(arch: str, size: int, kind: str, precision: str, device: torch.devic
     last = result.epochs[-1].seconds  # includes one val batch: a small, constant overhead
     memory = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
               else float("nan"))
-    return {"images_per_s": images / last, "trial_s": wall, "gpu_gib": memory,
-            "precision": result.precision}
+    return Cell(images_per_s=images / last, trial_s=wall, gpu_gib=memory,
+                precision=result.precision)
 
 
 def main(argv: list[str] | None = None) -> int:

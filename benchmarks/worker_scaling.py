@@ -34,8 +34,10 @@ def run_once(spec: dict, workers: int, models_from: Path, database_url: str | No
         data_dir = Path(tmp)
         if (models_from / "models").is_dir():
             shutil.copytree(models_from / "models", data_dir / "models")
-        settings = Settings(data_dir=data_dir, auth=False,
-                            **({"database_url": database_url} if database_url else {}))
+        # Without --database-url, SURGICAL_DATABASE_URL or the default (SQLite in data_dir)
+        # applies: an explicit keyword, even an empty one, would override both.
+        settings = (Settings(data_dir=data_dir, auth=False, database_url=database_url)
+                    if database_url else Settings(data_dir=data_dir, auth=False))
         upgrade(settings)
         factory = make_session_factory(make_engine(settings))
         with session_scope(factory) as session:
@@ -45,7 +47,7 @@ def run_once(spec: dict, workers: int, models_from: Path, database_url: str | No
         started = time.perf_counter()
         owner = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--drain",
                                   "--log-level", "WARNING"], env=env)
-        helpers = []
+        helpers: list[subprocess.Popen[bytes]] = []
         while len(helpers) < workers - 1:  # helpers join once the owner has set up the study
             with session_scope(factory) as session:
                 job = store.get_job(session, job_id)
