@@ -64,7 +64,9 @@ from workers.strategies import PlanInputs, make_pruner, make_sampler, plan_searc
 
 SHIFTS = ("impulse_noise", "glass_blur", "zigzag", "subpopulation", "label_flip", "spurious")
 GRID_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
-LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "live-grid" / "runs.csv"
+#: The committed run's rows (its grid rows are the live grid of ``COMMAND.md``, measured on that
+#: session's machine: compare with them only on the same machine).
+LIVE_GRID_RUNS = ROOT / "benchmarks" / "results" / "search_efficiency" / "runs.csv"
 #: The committed grid's methods that the ``paper`` strategy has (Auto-SNR is not searched).
 GRID_METHODS = ("all", "block1", "block2", "block3", "head", "auto-rgn")
 RUN_NAMES = ("grid", "auto", "auto-fixed", "auto-sh", "auto-async", "auto-tolerant", "tpe",
@@ -441,7 +443,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "runs: the grid rows of an earlier live run of this script (--grid-runs)")
     p.add_argument("--grid-csv", type=Path, default=GRID_CSV)
     p.add_argument("--grid-runs", type=Path, default=LIVE_GRID_RUNS,
-                   help="with --grid runs: a runs.csv this script wrote with --grid live")
+                   help="with --grid runs: a runs.csv this script wrote (its grid rows); default: "
+                   "the committed one, measured on another machine")
     p.add_argument("--check-grid", action="store_true",
                    help="re-run one grid cell per case and compare with runs.csv")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
