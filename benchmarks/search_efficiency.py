@@ -219,8 +219,7 @@ def run_strategy(case: SearchCase, run: str, *, max_trials: int, prefer: str,
     if run == "auto-async":  # the ablation: the first rung's cut from the trials so far
         pruner = make_auto_pruner(case.setup.epochs)
     if run == "auto-tolerant":  # the ablation: the full tolerance at every rung
-        first = sum(1 for source in plan.sources if source == "first-rung")
-        pruner = make_auto_pruner(case.setup.epochs, first or None)
+        pruner = make_auto_pruner(case.setup.epochs, plan.first_rung_size)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for spec, source in zip(plan.enqueued, plan.sources, strict=True):
         params, user_attrs = encode(plan.space, spec)

@@ -89,6 +89,11 @@ class SearchPlan:
         if len(self.sources) != len(self.enqueued):
             raise ValueError("every enqueued trial needs its source")
 
+    @property
+    def first_rung_size(self) -> int | None:
+        """How many first-rung candidates ``auto`` enqueued (None when there are none)."""
+        return sum(1 for source in self.sources if source == "first-rung") or None
+
 
 def plan_search(inputs: PlanInputs) -> SearchPlan:
     """The study's plan; pure, so it is tested without Optuna or training."""
@@ -157,8 +162,7 @@ def make_pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     if plan.space.strategy in ("paper", "auto-rgn"):
         return optuna.pruners.NopPruner()
     if plan.space.strategy == "auto":
-        first_rung = sum(1 for source in plan.sources if source == "first-rung")
-        return make_auto_pruner(plan.inputs.epochs, first_rung or None,
+        return make_auto_pruner(plan.inputs.epochs, plan.first_rung_size,
                                 parsimony=plan.inputs.prefer == "parsimony")
     return optuna.pruners.MedianPruner(
         n_startup_trials=max(len(plan.enqueued), 4),
