@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from torch import nn
 from torch.utils.data import Dataset
@@ -44,6 +45,7 @@ from selector import (
 )
 from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.records import NON_FINITE_LOSS
+from selector.finetune.training import resolve_device
 from workers.space import TrialSpec, contiguous_parts
 
 PART = "part"
@@ -158,7 +160,7 @@ def make_objective(
         trial.set_user_attr(attrs.GROUPS, list(spec.groups) if spec.method == "surgical" else [])
         trial.set_user_attr(attrs.LR, spec.lr)
         trial.set_user_attr(attrs.WORKER, worker_id)
-        trial.set_user_attr(attrs.DEVICE, setup.device or "auto")
+        trial.set_user_attr(attrs.DEVICE, device_label(setup.device))
         trial.set_user_attr(attrs.N_VAL, len(setup.val))  # type: ignore[arg-type]
         trial.set_user_attr(attrs.PART_PARAMS, part_params(spec, setup.groups))
         history: list[float] = []
@@ -212,6 +214,16 @@ def make_objective(
         return float(result.best_val_acc)
 
     return objective
+
+
+def device_label(device: str | None) -> str:
+    """Where a trial trains, as "cpu" or "cuda:N" whatever the worker was started with (no
+    device, or "cuda", resolve to the one that is used), so trials of workers on different
+    devices can be told apart in the dashboard."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    return str(resolved)
 
 
 def part_params(spec: TrialSpec, groups: Sequence[LayerGroup]) -> int:

@@ -99,3 +99,10 @@ def test_part_params_counts_every_group_for_auto_rgn() -> None:
     first = groups[0]
     assert part_params(TrialSpec("surgical", (first.name,), 1e-3, first.name),
                        groups) == first.num_params
+
+
+def test_trials_record_the_device_they_train_on_resolved():
+    from workers.objective import device_label
+
+    assert device_label("cpu") == "cpu"
+    assert device_label(None) == ("cuda:0" if torch.cuda.is_available() else "cpu")
