@@ -7,6 +7,7 @@
 #   2. demo: `surgical run --exit-after-demo` with one worker, which takes the GPU by default;
 #   3. throughput: benchmarks/throughput.py's full grid on the device.
 #
+# `bash benchmarks/gpu_check.sh [STEP ...]` runs the steps named (default: all three).
 # Each step writes its log under $OUT (default ./gpu-check-out) and a failing step does not stop
 # the next; the exit status is 1 if any failed. The machine needs this project's dependencies
 # importable (torch from its image is fine: pyproject admits torch >= 2.3) and the built-in
@@ -17,10 +18,12 @@ OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
+steps=" ${*:-tests demo throughput} "
 
 step() {
     local name=$1 started=$SECONDS rc
     shift
+    [[ $steps == *" $name "* ]] || return 0
     echo "== $name: $*"
     "$@" >"$OUT/$name.log" 2>&1
     rc=$?
@@ -36,7 +39,7 @@ step() {
 
 step tests timeout 240 python3 -m pytest -q -p no:cacheprovider \
     tests/selector/test_cuda.py tests/workers/test_cuda_jobs.py
-rm -rf /tmp/gpu-check-data && cp -r .cache/test-data /tmp/gpu-check-data
+rm -rf /tmp/gpu-check-data && cp -r .cache/test-data /tmp/gpu-check-data  # the cached model
 step demo env SURGICAL_DATA_DIR=/tmp/gpu-check-data timeout 180 python3 -m workers.cli run \
     --exit-after-demo --workers 1 --port 8765 --dashboard-port 8766
 step throughput timeout 170 python3 benchmarks/throughput.py --device cuda \
