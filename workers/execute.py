@@ -25,7 +25,7 @@ from app import store
 from app import trial_attrs as attrs
 from app.schemas import JobError, JobPhase, JobProgress, JobResult
 from selector.finetune.activation_cache import ActivationCache
-from workers import results
+from workers import results, time_budget
 from workers.artifacts import keep_if_best, upload_diagnosis
 from workers.context import WorkerContext
 from workers.diagnosing import DIAGNOSIS_ATTR, auto_order, dashboard_attrs, diagnose_job
@@ -94,6 +94,7 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
         study_name=attrs.study_name(job.id), storage=ctx.storage, direction="maximize",
         load_if_exists=True,
     )
+    time_budget.start(study, search.max_minutes)  # the diagnosis counts against it too
     if study.user_attrs.get("setup_done"):
         plan = saved_plan(study)  # a resumed job: its plan was made by an earlier owner
     else:
@@ -167,10 +168,12 @@ def describe_study(study: optuna.Study, job: ClaimedJob, inputs: JobInputs) -> N
 
 
 def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
-    """Run trials one at a time until the budget is reserved, the job is cancelled, the worker
-    is asked to stop, or ownership of the job is lost. Returns which of these happened."""
+    """Run trials one at a time until the budget is reserved ("budget"), the job is cancelled
+    ("cancelled"), its time budget runs out ("time"), the worker is asked to stop or ownership
+    of the job is lost ("stopping"). Returns which of these happened."""
     budget = handle.plan.budget
     inputs = handle.inputs
+    deadline = time_budget.deadline(handle.study)
     setup = TrainingSetup(
         model=inputs.model,
         groups=inputs.groups,
@@ -184,6 +187,7 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         precision=job.spec.search.precision,
         deterministic=job.spec.search.deterministic,
         activation_cache=activation_cache(ctx, inputs),
+        deadline=deadline,
     )
     objective = make_objective(
         handle.plan.space, setup, worker_id=ctx.worker_id,
@@ -197,6 +201,10 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         with ctx.session() as session:
             if store.is_cancel_requested(session, job.id):
                 return "cancelled"
+        if time_budget.expired(deadline):
+            with ctx.session() as session:
+                store.close_trial_slots(session, job.id)  # helpers stop joining
+            return "time"
         optuna.storages.fail_stale_trials(handle.study)
         with ctx.session() as session:
             if not store.reserve_trial_slot(session, job.id, budget):
@@ -314,9 +322,11 @@ def execute_as_owner(ctx: WorkerContext, job: ClaimedJob) -> None:
                 final = FinalState("cancelled", finalize_job(ctx, job, finishing(ctx, job, handle),
                                                               cancelled=True))
                 break
-            if not reconcile_budget(ctx, job.id, handle):
+            # out of time, trials still owed are not run; else only when none is owed
+            if outcome == "time" or not reconcile_budget(ctx, job.id, handle):
                 final = FinalState("succeeded", finalize_job(ctx, job, finishing(ctx, job, handle),
-                                                              cancelled=False))
+                                                              cancelled=False,
+                                                              out_of_time=outcome == "time"))
                 break
     except JobFailed as error:
         final = FinalState("failed", error=JobError(type="job-failed", detail=str(error)))

@@ -48,13 +48,18 @@ class StudyFacts:
                    saved.get("data"), saved.get("diagnosis"), saved.get("diagnosis_note"))
 
 
-def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
-    """The job's result from its study: plan notes, the leaderboard and the recommendation."""
+def study_result(study: optuna.Study, *, cancelled: bool,
+                 out_of_time: float | None = None) -> JobResult:
+    """The job's result from its study: plan notes, the leaderboard and the recommendation.
+    ``out_of_time``: the job's ``max_minutes`` when that budget ended the search."""
     plan = plan_search(PlanInputs.from_attr(study.user_attrs[PLAN_ATTR]))
     facts = StudyFacts.from_attr(study.user_attrs[FACTS_ATTR])
     notes = list(plan.notes)
     if cancelled:
         notes.append(results.NOTE_CANCELLED)
+    if out_of_time is not None:
+        notes.append(results.out_of_time_note(out_of_time, study.get_trials(deepcopy=False),
+                                              plan.budget))
     result = results.build_result(
         study.get_trials(deepcopy=False),
         facts.groups,
@@ -76,9 +81,11 @@ def study_result(study: optuna.Study, *, cancelled: bool) -> JobResult:
 
 
 def finalize_job(ctx: WorkerContext, job: ClaimedJob, study: optuna.Study, *,
-                 cancelled: bool) -> JobResult:
-    """Build the result and upload the artifacts; returns the result."""
-    result = study_result(study, cancelled=cancelled)
+                 cancelled: bool, out_of_time: bool = False) -> JobResult:
+    """Build the result and upload the artifacts; returns the result. ``out_of_time``: the
+    job's time budget ended the search (its notes say so)."""
+    minutes = job.spec.search.max_minutes if out_of_time else None
+    result = study_result(study, cancelled=cancelled, out_of_time=minutes)
     data = job.spec.data
     title = f"{getattr(data, 'shift', None) or data.source}: accuracy by tuned part"
     # Uploads go to the Optuna storage (the same SQLite file in embedded mode): no jobs-table

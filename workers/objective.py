@@ -46,6 +46,7 @@ from selector import (
 from selector.finetune.activation_cache import ActivationCache
 from selector.finetune.records import NON_FINITE_LOSS
 from selector.finetune.training import resolve_device
+from workers import time_budget
 from workers.space import TrialSpec, contiguous_parts
 
 PART = "part"
@@ -128,6 +129,8 @@ class TrainingSetup:
     deterministic: bool = False
     #: Shared by the trials of one job on one worker (``selector.finetune.activation_cache``).
     activation_cache: ActivationCache | None = None
+    #: The job's time budget (``workers.time_budget``): past it, a trial stops after its epoch.
+    deadline: float | None = None
 
 
 BestHook = Callable[[optuna.Trial, TrialSpec, FinetuneResult], None]
@@ -177,6 +180,10 @@ def make_objective(
                     "below the pruner's threshold",
                 )
                 raise optuna.TrialPruned(f"pruned at epoch {metrics.epoch}")
+            if metrics.epoch < setup.epochs and time_budget.expired(setup.deadline):
+                trial.set_user_attr(attrs.STOP_REASON,
+                                    time_budget.stop_reason(metrics.epoch, setup.epochs))
+                return True  # the trial completes with the epochs it trained
             return False
 
         started = time.perf_counter()

@@ -29,6 +29,7 @@ from app.schemas import (
     Selection,
     StoppedPart,
 )
+from workers import time_budget
 from workers.space import ALL, NO_FINETUNING
 
 #: The notes a result may carry, so tests and readers can match them.
@@ -37,6 +38,18 @@ NOTE_NOT_TRIED = "not tried as a single part: "
 NOTE_STOPPED_EARLY = "stopped early (pruned), so not in the leaderboard: "
 NOTE_CANCELLED = "cancelled before the trial budget was spent: the result covers the trials run"
 NOTE_NOTHING_COMPLETED = "no trial completed (every trial was pruned or failed): nothing to recommend"
+NOTE_OUT_OF_TIME = "the time budget ran out"
+
+
+def out_of_time_note(max_minutes: float, trials: Sequence[FrozenTrial], planned: int) -> str:
+    """What a result says when ``search.max_minutes`` ended the search before its trials."""
+    ran = sum(1 for t in trials if counts_against_budget(t))
+    stopped = sum(1 for t in trials if t.state == TrialState.COMPLETE
+                  and str(t.user_attrs.get(attrs.STOP_REASON, "")).endswith(time_budget.STOPPED))
+    cut = ("" if not stopped else "; the trial running then stopped after its epoch"
+           if stopped == 1 else f"; the {stopped} trials running then stopped after their epoch")
+    return (f"{NOTE_OUT_OF_TIME} ({max_minutes:g} min): {ran} of the {planned} planned trials "
+            f"ran{cut}; the result covers those")
 
 #: The recommendation rules (``search.prefer``); see :class:`Choice`.
 PREFER = ("parsimony", "accuracy")

@@ -66,6 +66,8 @@ DEFAULT_BUILTIN_MODEL: BuiltinModelName = "mnist-resnet"
 #: ImageNet-C run fine-tunes for 15 epochs). The ``paper`` strategy uses it when the request
 #: gives no ``epochs``; every other strategy defaults to :data:`DEFAULT_EPOCHS`.
 PAPER_EPOCHS = 15
+#: The longest time budget a job may ask for (a week, in minutes).
+MAX_MINUTES = 7 * 24 * 60
 DEFAULT_EPOCHS = 10
 
 Uri = Annotated[
@@ -297,6 +299,13 @@ class SearchSpec(_Strict):
         default="auto", description="'diagnose' runs no training: the shift diagnosis and the "
         "untouched model's accuracy only (seconds).")
     max_trials: int = Field(default=12, ge=1)
+    max_minutes: float | None = Field(
+        default=None, gt=0, le=MAX_MINUTES,
+        description="Wall-clock budget in minutes, counted from when a worker starts the job "
+        "(time in the queue excluded): no trial starts after it, and trials running then stop "
+        "after their current epoch, keeping the epochs they trained. The result's notes say "
+        "so. Left out: only max_trials bounds the search.",
+    )
     epochs: int = Field(
         default=DEFAULT_EPOCHS, ge=1,
         description=f"Epochs per trial; when left out, {PAPER_EPOCHS} (the paper's) for the "

@@ -39,6 +39,7 @@ from app.store.queue import (
     update_progress,
 )
 from app.store.slots import (
+    close_trial_slots,
     has_free_trial_slot,
     release_trial_slot,
     reserve_trial_slot,
@@ -50,6 +51,7 @@ __all__ = [
     "DeletedJob",
     "add_artifact",
     "claim_next",
+    "close_trial_slots",
     "create_job",
     "delete_job",
     "fail",

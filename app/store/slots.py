@@ -63,3 +63,12 @@ def has_free_trial_slot(session: Session, job_id: str) -> bool:
         )
     )
     return found is not None
+
+
+def close_trial_slots(session: Session, job_id: str) -> bool:
+    """No slot left to reserve beyond those in use: the job's time budget ran out, so helpers
+    stop joining it (``has_free_trial_slot`` turns False). A worker that checked the clock just
+    before may still reserve one more slot (``reserve_trial_slot`` restores the budget); its
+    trial then stops after its first epoch, since the deadline has passed."""
+    return write(session, update(Job).where(Job.id == job_id)
+                 .values(trial_budget=Job.trial_slots)) == 1

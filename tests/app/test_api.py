@@ -254,6 +254,7 @@ def test_failed_job_reports_its_error(client: httpx.Client, api: Api) -> None:
     [
         ({"search": {"max_trials": 201}}, "search.max_trials"),
         ({"search": {"epochs": 500}}, "search.epochs"),
+        ({"search": {"max_minutes": -1}}, "search.max_minutes"),
         ({"data": {"source": "builtin", "n_per_class": 100000}}, "data.n_per_class"),
         ({"data": {"source": "builtin", "shift": "snow"}}, "data.shift"),
         ({"data": {"source": "tensors", "path": "DATA/sets/../../secret.pt"}}, "data.path"),

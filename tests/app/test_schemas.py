@@ -61,6 +61,7 @@ def test_paper_strategy_defaults_to_the_papers_epochs(search: dict[str, Any], ep
 def test_model_and_data_alone_are_valid_with_defaults() -> None:
     spec = JobSpec.model_validate(MINIMAL)
     assert spec.search.strategy == "auto" and spec.search.max_trials == 12
+    assert spec.search.max_minutes is None  # no time budget unless asked for
     assert spec.search.epochs == 10 and spec.search.batch_size == 64 and spec.search.baselines
     assert (spec.search.lr_min, spec.search.lr_max) == (1e-5, 1e-1)
     assert spec.seed == 0 and spec.data.source == "builtin"
@@ -95,6 +96,8 @@ def test_shift_kinds_cover_the_three_families() -> None:
         ({**MINIMAL, "model": {"source": "builtin", "extra": 1}}, "model.extra"),
         ({**MINIMAL, "colour": "red"}, "colour"),
         ({**MINIMAL, "search": {"max_trials": 0}}, "search.max_trials"),
+        ({**MINIMAL, "search": {"max_minutes": 0}}, "search.max_minutes"),
+        ({**MINIMAL, "search": {"max_minutes": 7 * 24 * 60 + 1}}, "search.max_minutes"),
         ({**MINIMAL, "search": {"strategy": "grid"}}, "search.strategy"),
         ({**MINIMAL, "search": {"lr_min": 0.1, "lr_max": 0.01}}, "search.lr_max"),
         ({**MINIMAL, "search": {"groups": {"a": "("}}}, "search.groups"),

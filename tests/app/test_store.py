@@ -333,6 +333,20 @@ def test_trial_slots_never_exceed_the_budget(factory: sessionmaker[Session]) -> 
         assert not store.reserve_trial_slot(session, job_id, 6)
 
 
+def test_closing_the_slots_when_time_runs_out_stops_helpers_joining(
+    factory: sessionmaker[Session],
+) -> None:
+    job_id = submit(factory)
+    force_running(factory, job_id)
+    with session_scope(factory) as session:
+        assert store.reserve_trial_slot(session, job_id, 10)
+        assert store.reserve_trial_slot(session, job_id, 10)
+        assert store.close_trial_slots(session, job_id)
+        assert not store.has_free_trial_slot(session, job_id)
+        assert store.trial_slots_in_use(session, job_id) == 2  # the trials in flight keep theirs
+        assert not store.close_trial_slots(session, "e" * 32)
+
+
 def test_the_owners_reconciliation_never_takes_a_slot_reserved_after_it_read(
     factory: sessionmaker[Session],
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -84,6 +85,37 @@ def test_job_over_http_is_run_by_a_worker_and_its_patch_reproduces_the_best_tria
     study = service.study(job.id)
     assert len(_effective(study.get_trials())) == 5
     assert study.user_attrs["plan"]["strategy"] == "auto"
+
+
+def test_a_job_with_a_time_budget_starts_no_trial_after_it_and_says_so(sqlite_service: Service):
+    """``search.max_minutes``: 200 trials of 10 epochs would take minutes; the budget is 15 s.
+    No trial starts after the deadline, the running one stops after its epoch, the job
+    succeeds with what ran and its notes say how much that was."""
+    from workers import time_budget
+    from workers.results import NOTE_OUT_OF_TIME
+
+    service = sqlite_service
+    with service.client() as client:
+        job = client.submit(tiny_job(strategy="tpe", max_trials=200, epochs=10, max_minutes=0.25))
+        began = time.monotonic()
+        run_worker(build_context(service.settings, device="cpu"), drain=True)
+        elapsed = time.monotonic() - began
+        job = client.get(job.id)
+        assert job.state == "succeeded", job.error
+        result = client.result(job.id)
+    study = service.study(job.id)
+    deadline = time_budget.deadline(study)
+    assert deadline is not None
+    trials = _effective(study.get_trials())
+    assert 1 <= len(trials) < 200 and job.progress.trials_done == len(trials)
+    assert all(t.datetime_start.timestamp() <= deadline for t in trials)
+    assert elapsed < 15 + 30, "stopped within an epoch (and the result's writing) of the budget"
+    note = next(n for n in result.notes if n.startswith(NOTE_OUT_OF_TIME))
+    assert f"(0.25 min): {len(trials)} of the 200 planned trials ran" in note
+    stopped = [t for t in trials if t.user_attrs.get(attrs.STOP_REASON, "").endswith(
+        time_budget.STOPPED)]
+    assert all(t.state == TrialState.COMPLETE for t in stopped)
+    assert all(len(t.user_attrs[attrs.VAL_ACC_PER_EPOCH]) < 10 for t in stopped)
 
 
 def test_a_job_whose_data_cannot_be_loaded_fails_fast_with_its_reason(sqlite_service: Service):

@@ -1,7 +1,10 @@
 """The objective on a real (tiny) training run: a trial whose loss turns non-finite completes
-with its finite epochs; one that diverges in epoch 1 is pruned with its reason."""
+with its finite epochs; one that diverges in epoch 1 is pruned with its reason; one running
+when the job's time budget runs out completes after its current epoch."""
 
 from __future__ import annotations
+
+import time
 
 import optuna
 import torch
@@ -32,7 +35,7 @@ class DivergesAfter(nn.Module):
         return logits * float("nan") if self.steps > self.finite_steps else logits
 
 
-def _run_one_trial(finite_steps: int) -> optuna.trial.FrozenTrial:
+def _run_one_trial(finite_steps: int, deadline: float | None = None) -> optuna.trial.FrozenTrial:
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(96, 1, 4, 4, generator=generator)
     y = (x.flatten(1)[:, :3].argmax(dim=1))  # learnable: the brightest of three pixels
@@ -41,7 +44,7 @@ def _run_one_trial(finite_steps: int) -> optuna.trial.FrozenTrial:
     setup = TrainingSetup(model=model, groups=groups, train=TensorDataset(x[:48], y[:48]),
                           val=TensorDataset(x[48:72], y[48:72]),
                           test=TensorDataset(x[72:], y[72:]), epochs=5, batch_size=16, seed=0,
-                          device="cpu")
+                          device="cpu", deadline=deadline)
     names = tuple(g.name for g in groups)
     space = SearchSpace("tpe", names, 1e-3, 1e-1,
                         parts=tuple(part.label for part in contiguous_parts(names)))
@@ -106,3 +109,31 @@ def test_trials_record_the_device_they_train_on_resolved():
 
     assert device_label("cpu") == "cpu"
     assert device_label(None) == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_trial_past_the_jobs_deadline_completes_after_its_current_epoch() -> None:
+    trial = _run_one_trial(finite_steps=100, deadline=time.time())  # already past
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    per_epoch = trial.user_attrs[attrs.VAL_ACC_PER_EPOCH]
+    assert len(per_epoch) == 1 and trial.value == per_epoch[0]
+    assert trial.user_attrs[attrs.STOP_REASON] == (
+        "stopped after epoch 1 of 5: the job's time budget ran out")
+    assert trial.user_attrs[attrs.TEST_ACC] is not None
+
+
+def test_a_deadline_still_ahead_changes_nothing() -> None:
+    trial = _run_one_trial(finite_steps=100, deadline=time.time() + 3600)
+    assert len(trial.user_attrs[attrs.VAL_ACC_PER_EPOCH]) == 5
+    assert attrs.STOP_REASON not in trial.user_attrs
+
+
+def test_the_deadline_is_fixed_once_per_job() -> None:
+    from workers import time_budget
+
+    study = optuna.create_study()
+    time_budget.start(study, None, now=100.0)
+    assert time_budget.deadline(study) is None and not time_budget.expired(None)
+    time_budget.start(study, 2.5, now=100.0)
+    time_budget.start(study, 2.5, now=500.0)  # a resumed job keeps the first deadline
+    assert time_budget.deadline(study) == 250.0
+    assert not time_budget.expired(250.0, now=249.9) and time_budget.expired(250.0, now=250.0)
