@@ -36,6 +36,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -354,9 +355,20 @@ def _update_bar(bar: Any, job: JobPublic) -> Any:
     doing = f"{job.state}" + (f" ({job.progress.phase})" if job.progress.phase else "")
     bar.set_postfix_str(
         doing + (f", best {best:.3f} ({job.progress.best_label})" if best is not None else "")
+        + _time_left(job)
     )
     bar.refresh()
     return bar
+
+
+def _time_left(job: JobPublic, now: datetime | None = None) -> str:
+    """", 4:05 left" while a job with a time budget searches (its deadline is the server's
+    clock; this assumes the client's agrees to within seconds)."""
+    deadline = job.progress.deadline
+    if deadline is None or job.state != "running" or job.progress.phase != "searching":
+        return ""
+    left = max(0, int((deadline - (now or datetime.now(UTC))).total_seconds()))
+    return f", {left // 60}:{left % 60:02d} left"
 
 
 def _api_error(response: httpx.Response) -> APIError:

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from app import store
 from app import trial_attrs as attrs
-from app.schemas import JobError, JobPhase, JobProgress, JobResult
+from app.schemas import JobError, JobPhase, JobResult
 from selector.finetune.activation_cache import ActivationCache
 from workers import results, time_budget
 from workers.artifacts import keep_if_best, upload_diagnosis
@@ -100,8 +100,9 @@ def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> Study
     else:
         # The diagnosis comes first: forward passes only, before any trial trains
         with ctx.session() as session:
-            store.update_progress(session, job.id, JobProgress(
-                trials_budget=search.max_trials, phase="diagnosing"))
+            store.update_progress(session, job.id, results.progress(
+                [], search.max_trials, phase="diagnosing",
+                deadline=time_budget.deadline(study)))
         diagnosis, diagnosis_note = diagnose_job(inputs, job.spec.seed)
         ranking = auto_order(diagnosis) if search.strategy == "auto" else None
         profile = inputs.rgn_profile() if search.strategy in NEEDS_RGN_PROFILE else None
@@ -201,7 +202,7 @@ def run_trials(ctx: WorkerContext, job: ClaimedJob, handle: StudyHandle) -> str:
         with ctx.session() as session:
             if store.is_cancel_requested(session, job.id):
                 return "cancelled"
-        if time_budget.expired(deadline):
+        if budget and time_budget.expired(deadline):  # a diagnose job (budget 0) has no trials
             with ctx.session() as session:
                 store.close_trial_slots(session, job.id)  # helpers stop joining
             return "time"
@@ -222,10 +223,11 @@ def _progress_callback(ctx: WorkerContext, job_id: str, handle: StudyHandle,
     The diagnosis's verdict is fixed once the study is set up: read once, not every trial."""
     said = diagnosis_verdict(handle.study.user_attrs.get(DIAGNOSIS_ATTR))
     budget, prefer = handle.plan.budget, handle.plan.inputs.prefer
+    deadline = time_budget.deadline(handle.study)
 
     def callback(study: optuna.Study, _trial: FrozenTrial | None) -> None:
         progress = results.progress(study.get_trials(deepcopy=False), budget, prefer,
-                                    phase=phase, diagnosis=said)
+                                    phase=phase, diagnosis=said, deadline=deadline)
         with ctx.session() as session:
             store.update_progress(session, job_id, progress)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -228,7 +229,8 @@ def reason(choice: Choice) -> str:
 
 
 def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimony", *,
-             phase: JobPhase = "searching", diagnosis: str | None = None) -> JobProgress:
+             phase: JobPhase = "searching", diagnosis: str | None = None,
+             deadline: float | None = None) -> JobProgress:
     """The job's live progress (replaced whole on every write, so it carries the diagnosis's
     verdict along).
 
@@ -248,6 +250,7 @@ def progress(trials: Sequence[FrozenTrial], budget: int, prefer: str = "parsimon
         best_groups=None if best is None else list(best.user_attrs.get(attrs.GROUPS, [])),
         phase=phase,
         diagnosis=diagnosis,
+        deadline=None if deadline is None else datetime.fromtimestamp(deadline, UTC),
     )
 
 

@@ -36,6 +36,9 @@ class JobProgress(BaseModel):
         default=None, description="The shift diagnosis's verdict as soon as it is made, before "
         "any trial has trained, e.g. 'input-level: tune block1 first'; the whole diagnosis is "
         "in the result.")
+    deadline: datetime | None = Field(
+        default=None, description="When the job's time budget (search.max_minutes) runs out: "
+        "no trial starts after it. Null without a time budget.")
 
 
 class JobError(BaseModel):

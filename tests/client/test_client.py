@@ -108,6 +108,27 @@ def test_wait_returns_a_succeeded_job_and_draws_a_progress_bar(
     assert f"job {job.id[:8]}" in err and "3/3" in err
 
 
+def test_the_progress_bar_shows_the_time_left_while_a_time_budgeted_job_searches(
+    client: Client, finished_jobs: FinishedJobs
+):
+    from datetime import UTC, datetime, timedelta
+
+    from app.client import _time_left
+
+    done = client.get(finished_jobs.succeeded)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def job(state: str, phase: str | None, deadline: datetime | None) -> JobPublic:
+        progress = done.progress.model_copy(update={"phase": phase, "deadline": deadline})
+        return done.model_copy(update={"state": state, "progress": progress})
+
+    assert _time_left(job("running", "searching", now + timedelta(seconds=245)), now) == ", 4:05 left"
+    assert _time_left(job("running", "searching", now - timedelta(seconds=3)), now) == ", 0:00 left"
+    assert _time_left(job("running", "searching", None), now) == ""  # no time budget
+    assert _time_left(job("running", "finishing", now + timedelta(minutes=1)), now) == ""
+    assert _time_left(job("succeeded", None, now + timedelta(minutes=1)), now) == ""
+
+
 def test_wait_on_a_failed_job_raises_job_failed_with_the_reason(
     client: Client, finished_jobs: FinishedJobs
 ):

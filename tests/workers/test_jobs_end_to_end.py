@@ -105,7 +105,8 @@ def test_a_job_with_a_time_budget_starts_no_trial_after_it_and_says_so(sqlite_se
         result = client.result(job.id)
     study = service.study(job.id)
     deadline = time_budget.deadline(study)
-    assert deadline is not None
+    assert deadline is not None and job.progress.deadline is not None
+    assert job.progress.deadline.timestamp() == pytest.approx(deadline, abs=1e-3)
     trials = _effective(study.get_trials())
     assert 1 <= len(trials) < 200 and job.progress.trials_done == len(trials)
     assert all(t.datetime_start.timestamp() <= deadline for t in trials)
