@@ -11,12 +11,13 @@ assumes clocks in sync to well under a trial's length, as NTP keeps them.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import optuna
 
 __all__ = ["DEADLINE_ATTR", "STOPPED", "deadline", "expired", "start", "stop_reason"]
 
-#: Study user attribute: the deadline as seconds since the epoch (``time.time()``).
+#: Study user attribute: the deadline as an ISO 8601 UTC time (readable on the dashboard).
 DEADLINE_ATTR = "deadline"
 #: How a trial's ``stop_reason`` ends when the time budget stopped it.
 STOPPED = "the job's time budget ran out"
@@ -32,13 +33,14 @@ def start(study: optuna.Study, max_minutes: float | None, now: float | None = No
     if max_minutes is None or DEADLINE_ATTR in study.user_attrs:
         return
     begun = time.time() if now is None else now
-    study.set_user_attr(DEADLINE_ATTR, begun + 60.0 * max_minutes)
+    when = datetime.fromtimestamp(begun + 60.0 * max_minutes, UTC)
+    study.set_user_attr(DEADLINE_ATTR, when.isoformat())
 
 
 def deadline(study: optuna.Study) -> float | None:
-    """The job's deadline, or None when it has no time budget."""
+    """The job's deadline in seconds since the epoch, or None when it has no time budget."""
     value = study.user_attrs.get(DEADLINE_ATTR)
-    return float(value) if value is not None else None
+    return datetime.fromisoformat(value).timestamp() if value is not None else None
 
 
 def expired(when: float | None, now: float | None = None) -> bool:
