@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -221,16 +221,16 @@ class Client:
         """Submit a job; with an ``idempotency_key`` a retried submit returns the same job."""
         body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, BaseModel) else dict(spec)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return JobPublic.model_validate(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
+        return _read(JobPublic, self._request("POST", "/v1/jobs", json=body, headers=headers))
 
     def get(self, job_id: str) -> JobPublic:
-        return JobPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
+        return _read(JobPublic, self._request("GET", f"/v1/jobs/{job_id}"))
 
     def list(self, state: str | None = None, page_size: int | None = None,
              page_token: str | None = None) -> JobsPublic:
         """One page of jobs, newest first."""
         params = {k: v for k, v in {"state": state, "page_size": page_size, "page_token": page_token}.items() if v is not None}
-        return JobsPublic.model_validate(self._request("GET", "/v1/jobs", params=params).json())
+        return _read(JobsPublic, self._request("GET", "/v1/jobs", params=params))
 
     def iter_jobs(self, state: str | None = None, page_size: int | None = None) -> Iterator[JobPublic]:
         """Every job, newest first, following the pagination cursor (``page_size`` per request)."""
@@ -243,17 +243,17 @@ class Client:
             token = page.next_page_token
 
     def cancel(self, job_id: str) -> JobPublic:
-        return JobPublic.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+        return _read(JobPublic, self._request("POST", f"/v1/jobs/{job_id}/cancel"))
 
     def delete(self, job_id: str) -> None:
         self._request("DELETE", f"/v1/jobs/{job_id}")
 
     # ``builtins.list``: inside the class body ``list`` is the method above.
     def trials(self, job_id: str) -> builtins.list[TrialPublic]:
-        return TrialsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/trials").json()).data
+        return _read(TrialsPublic, self._request("GET", f"/v1/jobs/{job_id}/trials")).data
 
     def result(self, job_id: str) -> JobResult:
-        return JobResult.model_validate(self._request("GET", f"/v1/jobs/{job_id}/result").json())
+        return _read(JobResult, self._request("GET", f"/v1/jobs/{job_id}/result"))
 
     def diagnose(self, spec: Mapping[str, Any] | BaseModel, timeout: float | None = None,
                  progress: bool = False, poll: float | None = None) -> Diagnosis:
@@ -271,7 +271,7 @@ class Client:
         return found.diagnosis
 
     def artifacts(self, job_id: str) -> builtins.list[ArtifactPublic]:
-        return ArtifactsPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()).data
+        return _read(ArtifactsPublic, self._request("GET", f"/v1/jobs/{job_id}/artifacts")).data
 
     def download(self, job_id: str, name: str, path: str | Path) -> Path:
         """Stream an artifact to ``path`` (a file, or a directory to put ``name`` in)."""
@@ -304,7 +304,7 @@ class Client:
         try:
             while True:
                 response = self._request("GET", f"/v1/jobs/{job_id}")
-                job = JobPublic.model_validate(response.json())
+                job = _read(JobPublic, response)
                 if progress:
                     bar = _update_bar(bar, job)
                 if job.done:
@@ -326,10 +326,18 @@ class Client:
         return job
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
 #: Failures after which the same request may simply be sent again (nothing was processed, or
 #: the request is idempotent and the server went away mid-answer).
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
               httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _read(model: type[_Model], response: httpx.Response) -> _Model:
+    """A response body as ``model``, ignoring fields this client does not know: a newer server
+    may add fields to its responses, and an older client must still read them."""
+    return model.model_validate(response.json(), extra="ignore")
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

@@ -19,7 +19,7 @@ from pydantic_core import to_json
 from sqlalchemy import Row
 
 from app.models import Job
-from app.schemas import ArtifactPublic, ArtifactRecord, Problem
+from app.schemas import ArtifactPublic, ArtifactRecord, JobProgress, Problem
 
 API_PREFIX = "/v1"
 JSON = "application/json"
@@ -39,9 +39,7 @@ def job_document(job: Job | Row[Any]) -> dict[str, Any]:
         "done": job.state.done,
         "cancel_requested": job.cancel_requested,
         "spec": job.spec,
-        # The phase says what a running job is doing: a finished job is doing nothing.
-        "progress": ({**job.progress, "phase": None} if job.progress and job.state.done
-                     else job.progress),
+        "progress": _progress(job),
         "error": job.error,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
@@ -99,3 +97,11 @@ def problems(*codes: int) -> dict[int | str, dict[str, object]]:
     return {
         code: {"model": Problem, "content": {"application/problem+json": schema}} for code in codes
     }
+
+
+def _progress(job: Job | Row[Any]) -> dict[str, Any]:
+    """The stored progress as this API version knows it: fields written by newer workers
+    (during a rolling upgrade, before the API is upgraded) are left out rather than failing
+    the response, and a finished job's phase is null (it is doing nothing)."""
+    known = {k: v for k, v in (job.progress or {}).items() if k in JobProgress.model_fields}
+    return {**known, "phase": None} if job.state.done else known

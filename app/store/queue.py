@@ -129,7 +129,10 @@ def update_progress(session: Session, job_id: str, progress: JobProgress | Mappi
     Any worker on the job may call it, so it is not guarded by worker id; whole replacement
     avoids read-modify-write races between them.
     """
-    value = _json(JobProgress, progress)
+    # Unset fields are left out rather than stored as null: an API of the previous version,
+    # which forbids fields it does not know, keeps reading the progress that newer workers
+    # write during a rolling upgrade, as long as they use no new field.
+    value = {k: v for k, v in _json(JobProgress, progress).items() if v is not None}
     return _guarded(
         session,
         (Job.id == job_id, Job.state == JobState.running),

@@ -103,6 +103,27 @@ def test_get_uses_etags(client: httpx.Client, api: Api) -> None:
     assert client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": tag}).status_code == 200
 
 
+def test_progress_written_by_a_newer_worker_is_served_as_this_version_knows_it(
+        client: httpx.Client, api: Api) -> None:
+    """A rolling upgrade: workers of the next version write a progress field this API does not
+    know. The job is still served, as this version's schema describes it."""
+    from sqlalchemy import update
+
+    from app.models import Job
+    from app.schemas import JobPublic
+
+    job_id = submit(client)
+    force_running(api.factory, job_id)
+    with session_scope(api.factory) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(
+            progress={"trials_done": 2, "phase": "searching", "eta_seconds": 40}))
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200
+    progress = response.json()["progress"]
+    assert progress == {"trials_done": 2, "phase": "searching"}
+    assert JobPublic.model_validate(response.json()).progress.trials_done == 2
+
+
 def test_progress_shows_the_phase_while_running_and_keeps_the_diagnosis(
         client: httpx.Client, api: Api) -> None:
     job_id = submit(client)

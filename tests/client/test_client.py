@@ -108,6 +108,22 @@ def test_wait_returns_a_succeeded_job_and_draws_a_progress_bar(
     assert f"job {job.id[:8]}" in err and "3/3" in err
 
 
+def test_the_client_reads_responses_of_a_newer_server_with_fields_it_does_not_know(
+    client: Client, finished_jobs: FinishedJobs
+):
+    from app.client import _read
+
+    document = client._request("GET", f"/v1/jobs/{finished_jobs.succeeded}").json()
+    document["new_top_level_field"] = 1
+    document["progress"]["eta_seconds"] = 40
+    document["spec"]["search"]["future_option"] = True
+    newer = httpx.Response(200, json=document)
+    job = _read(JobPublic, newer)
+    assert job.id == finished_jobs.succeeded and job.progress.trials_done == 3
+    with pytest.raises(ValueError, match="extra"):  # what the server itself validates strictly
+        JobPublic.model_validate(document)
+
+
 def test_the_progress_bar_shows_the_time_left_while_a_time_budgeted_job_searches(
     client: Client, finished_jobs: FinishedJobs
 ):
