@@ -301,10 +301,11 @@ class SearchSpec(_Strict):
     max_trials: int = Field(default=12, ge=1)
     max_minutes: float | None = Field(
         default=None, gt=0, le=MAX_MINUTES,
-        description="Wall-clock budget in minutes, counted from when a worker starts the job "
-        "(time in the queue excluded): no trial starts after it, and trials running then stop "
-        "after their current epoch, keeping the epochs they trained. The result's notes say "
-        "so. Left out: only max_trials bounds the search.",
+        description="Wall-clock budget in minutes, counted from when a worker has loaded the "
+        "job's model and data (time in the queue and loading excluded; the shift diagnosis "
+        "counts): no trial starts after it, and trials running then stop after their current "
+        "epoch, keeping the epochs they trained. The result's notes say so. Left out: only "
+        "max_trials bounds the search.",
     )
     epochs: int = Field(
         default=DEFAULT_EPOCHS, ge=1,
