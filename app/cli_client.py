@@ -1,7 +1,8 @@
 """The CLI's remote commands, built on :class:`app.client.Client` alone.
 
 ``surgical submit|status|wait|result|trials|cancel|download|list|delete`` talk to a running service
-(``--url`` / ``SURGICAL_URL``, ``--api-key`` / ``SURGICAL_API_KEY``). Human output is a table
+(``--url`` / ``SURGICAL_URL``, ``--api-key`` / ``SURGICAL_API_KEY``; ``SURGICAL_RETRY_FOR``:
+seconds to keep retrying a service that is down, default 30). Human output is a table
 (and, on a terminal, a progress bar while waiting); ``--json`` prints the API's JSON for scripts.
 Any error ends as one readable line on stderr and a non-zero exit status (1 for API errors, 2
 for usage, 3 when a waited-for job failed or was cancelled, 4 on a wait timeout).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,20 @@ R = TypeVar("R")
 UrlOpt = Annotated[str, typer.Option("--url", envvar="SURGICAL_URL", help="Service URL.")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="SURGICAL_API_KEY", help="API key.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _client(url: str, api_key: str | None) -> Client:
+    """The service's client. ``SURGICAL_RETRY_FOR`` (seconds, default 30) bounds how long a
+    command keeps retrying a service that is down or restarting; on a terminal it says once
+    that it is waiting, rather than sitting silent."""
+    raw = os.environ.get("SURGICAL_RETRY_FOR", "30")
+    try:
+        retry_for = float(raw)
+    except ValueError:
+        raise ValueError(f"SURGICAL_RETRY_FOR must be a number of seconds, got {raw!r}") from None
+    say = (lambda line: typer.secho(line, fg=typer.colors.YELLOW, err=True)) \
+        if sys.stderr.isatty() else None
+    return Client(url, api_key, retry_for=max(0.0, retry_for), on_retry=say)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -130,7 +146,7 @@ def submit(
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Submit a job spec."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         job = client.submit(load_spec(spec), idempotency_key=idempotency_key)
         if wait:
             job = client.wait(job.id, progress=_show_progress(as_json))
@@ -147,7 +163,7 @@ def diagnose(
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Diagnose where the spec's shift lives, without training (a 'diagnose' job)."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         found = client.diagnose(load_spec(spec), timeout=timeout, progress=_show_progress(as_json))
     _print_found(found, as_json, "diagnosis_table")
 
@@ -156,7 +172,7 @@ def diagnose(
 @remote
 def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Show a job's state and progress."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         job = client.get(job_id)
     if as_json:
         _print_json(job)
@@ -173,7 +189,7 @@ def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_js
 def wait_(job_id: str, timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
           url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Wait for a job with a progress bar; print its leaderboard."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         client.wait(job_id, timeout=timeout, progress=_show_progress(as_json))
         _show_result(client, job_id, as_json)
 
@@ -182,7 +198,7 @@ def wait_(job_id: str, timeout: Annotated[float | None, typer.Option(help="Secon
 @remote
 def result(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Print a finished job's recommendation and leaderboard."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         _show_result(client, job_id, as_json)
 
 
@@ -190,7 +206,7 @@ def result(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_js
 @remote
 def trials(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """List a job's trials."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         found = client.trials(job_id)
     _print_found(found, as_json, "trials_table")
 
@@ -199,7 +215,7 @@ def trials(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_js
 @remote
 def cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Ask a job to stop (after the trials running now)."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         job = client.cancel(job_id)
     _print_json(job) if as_json else typer.echo(f"{job.id} {job.state}{' (cancel requested)' if job.cancel_requested and not job.done else ''}")
 
@@ -208,7 +224,7 @@ def cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_js
 @remote
 def delete(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     """Delete a finished job, its trials and its artifacts."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         client.delete(job_id)
     typer.echo(f"{job_id} deleted")
 
@@ -223,7 +239,7 @@ def download(
 ) -> None:
     """Download a job's artifacts (weights patch, plots, result)."""
     out.mkdir(parents=True, exist_ok=True)
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         names = name or [artifact.name for artifact in client.artifacts(job_id)]
         for artifact in names:
             typer.echo(str(client.download(job_id, artifact, out)))
@@ -234,7 +250,7 @@ def download(
 def list_(state: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
           url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """List jobs, newest first."""
-    with Client(url, api_key) as client:
+    with _client(url, api_key) as client:
         jobs = list(client.iter_jobs(state=state))
     _print_found(jobs, as_json, "jobs_table")
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,7 +161,9 @@ class Client:
     Requests that are safe to repeat (GET, and a POST that carries an ``Idempotency-Key``) ride
     through a restarting service: a connection that cannot be made or breaks, and a 503 (the
     database is down), are retried with backoff (at the ``Retry-After`` pace when the service
-    sends one) for up to ``retry_for`` seconds; 0 turns that off.
+    sends one) for up to ``retry_for`` seconds; 0 turns that off. ``on_retry`` is told once per
+    request, when it first waits, why and for how long (the CLI prints it on a terminal, so a
+    command to a service that is down does not sit silent).
     """
 
     def __init__(
@@ -172,8 +174,10 @@ class Client:
         http: httpx.Client | None = None,
         timeout: float = 30.0,
         retry_for: float = 30.0,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.retry_for = retry_for
+        self.on_retry = on_retry
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._owns_http = http is None
         try:
@@ -197,19 +201,25 @@ class Client:
         retryable = method == "GET" or "Idempotency-Key" in (kwargs.get("headers") or {})
         deadline = time.monotonic() + (self.retry_for if retryable else 0.0)
         delay = 0.2
+        where = str(self._http.base_url).rstrip("/") + path
+        told = False
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except (httpx.HTTPError, httpx.InvalidURL) as error:
                 # Connect errors, and connections the server closed while restarting: for a
                 # request we may repeat, wait and try again until retry_for runs out.
+                why = str(error) or type(error).__name__
                 if not isinstance(error, _RETRYABLE) or time.monotonic() + delay > deadline:
-                    where = str(self._http.base_url).rstrip("/") + path
-                    raise TransportError(f"{method} {where}: {str(error) or type(error).__name__}") from error
+                    raise TransportError(f"{method} {where}: {why}") from error
             else:
                 if response.status_code != 503 or time.monotonic() + delay > deadline:
                     break
+                why = "service unavailable (503)"
                 delay = max(delay, min(_retry_after(response, delay), 5.0))
+            if self.on_retry is not None and not told:
+                self.on_retry(f"{method} {where}: {why}; retrying for up to {self.retry_for:g} s")
+                told = True
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
         if response.status_code >= 400:

@@ -30,7 +30,8 @@ def surgical(*args: str, url: str | None = None) -> Result:
     """Run a command; wide terminal so tables are not folded."""
     extra = ["--url", url] if url else []
     return runner.invoke(cli, [*args, *extra], env={"COLUMNS": "200", "SURGICAL_URL": None,
-                                                   "SURGICAL_API_KEY": None})
+                                                   "SURGICAL_API_KEY": None,
+                                                   "SURGICAL_RETRY_FOR": "1"})
 
 
 def ok(result: Result) -> str:
@@ -135,6 +136,12 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path):
     spec.write_text(json.dumps(QUEUED_SPEC))
     one_error_line(surgical("submit", str(spec), url=f"http://127.0.0.1:{port}"), 1)
     one_error_line(surgical("status", "x", url="not a url"), 1)
+
+
+def test_a_bad_retry_setting_is_one_line():
+    result = runner.invoke(cli, ["list", "--url", "http://127.0.0.1:9"],
+                           env={"SURGICAL_RETRY_FOR": "soon", "SURGICAL_API_KEY": None})
+    assert "SURGICAL_RETRY_FOR" in one_error_line(result, 2)
 
 
 @pytest.mark.parametrize(

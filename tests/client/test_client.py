@@ -231,15 +231,20 @@ def test_the_result_of_an_unfinished_job_is_a_conflict(client: Client):
 
 def test_an_unreachable_service_is_a_transport_error(tmp_path: Path):
     port = closed_port()
-    with Client(f"http://127.0.0.1:{port}", timeout=5) as client:
+    told: list[str] = []
+    with Client(f"http://127.0.0.1:{port}", timeout=5, retry_for=1.0,
+                on_retry=told.append) as client:
         with pytest.raises(TransportError) as raised:
             client.get("anything")
         assert f"127.0.0.1:{port}" in str(raised.value)
+        # retried (a restarting service comes back), and said so once, with the reason
+        assert len(told) == 1 and f"GET http://127.0.0.1:{port}/v1/jobs/anything" in told[0]
+        assert "retrying for up to 1 s" in told[0]
         with pytest.raises(TransportError):
             client.download("anything", "x.bin", tmp_path)
     assert not list(tmp_path.iterdir())
     with pytest.raises(TransportError):
-        Client("http://[not-a-host").get("x")
+        Client("http://[not-a-host", retry_for=0).get("x")
 
 
 def test_an_error_without_a_problem_body_still_maps_to_the_tree():
