@@ -87,14 +87,17 @@ def open_study(ctx: WorkerContext, job: ClaimedJob, plan: SearchPlan, seed: int)
     )
 
 
-def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs) -> StudyHandle:
-    """Create (or resume) the job's study and enqueue its first trials exactly once."""
+def setup_study(ctx: WorkerContext, job: ClaimedJob, inputs: JobInputs,
+                began: float | None = None) -> StudyHandle:
+    """Create (or resume) the job's study and enqueue its first trials exactly once.
+    ``began``: when this worker started on the job (``time.time()``), where the time budget's
+    clock starts (loading the inputs and the diagnosis count against it)."""
     search = job.spec.search
     study = optuna.create_study(
         study_name=attrs.study_name(job.id), storage=ctx.storage, direction="maximize",
         load_if_exists=True,
     )
-    time_budget.start(study, search.max_minutes)  # the diagnosis counts against it too
+    time_budget.start(study, search.max_minutes, now=began)
     if study.user_attrs.get("setup_done"):
         plan = saved_plan(study)  # a resumed job: its plan was made by an earlier owner
     else:
@@ -310,9 +313,10 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 def execute_as_owner(ctx: WorkerContext, job: ClaimedJob) -> None:
     """Run a claimed job to a final state; the state is written whatever happens."""
     final = FinalState("release")
+    began = time.time()
     try:
         inputs = ctx.inputs(job)
-        handle = setup_study(ctx, job, inputs)
+        handle = setup_study(ctx, job, inputs, began)
         with ctx.session() as session:
             store.mark_study_ready(session, job.id, ctx.worker_id)
         while True:

@@ -1,8 +1,8 @@
 """A job's wall-clock budget (``search.max_minutes``), shared by every worker of the job.
 
-The owner fixes the deadline once, when it starts setting the job's study up (after loading
-the model and data, before the shift diagnosis), as a study user attribute, so helpers and a
-later owner that resumes the job read the same one (time spent in the queue does not count). After the deadline no trial starts (``run_trials``) and a running
+The owner fixes the deadline once, counted from when it started on the job (loading the model
+and data and the shift diagnosis count; time in the queue does not), as a study user attribute
+of the job's study, so helpers and a later owner that resumes the job read the same one. After the deadline no trial starts (``run_trials``) and a running
 trial stops after its current epoch (the objective's epoch callback), completing with the
 epochs it trained. Workers compare the deadline with their own clocks: on several machines that
 assumes clocks in sync to well under a trial's length, as NTP keeps them.

@@ -301,9 +301,9 @@ class SearchSpec(_Strict):
     max_trials: int = Field(default=12, ge=1)
     max_minutes: float | None = Field(
         default=None, gt=0, le=MAX_MINUTES,
-        description="Wall-clock budget in minutes, counted from when a worker has loaded the "
-        "job's model and data (time in the queue and loading excluded; the shift diagnosis "
-        "counts): no trial starts after it, and trials running then stop after their current "
+        description="Wall-clock budget in minutes, counted from when a worker starts the job "
+        "(loading the model and data and the shift diagnosis count; time in the queue does "
+        "not): no trial starts after it, and trials running then stop after their current "
         "epoch, keeping the epochs they trained. The result's notes say so. Left out: only "
         "max_trials bounds the search.",
     )
