@@ -5,6 +5,7 @@ fresh SQLite database (or ``--database-url``) once per worker count, each worker
 ``surgical worker --drain`` process with one torch thread, and writes a Markdown table.
 
     python benchmarks/worker_scaling.py --workers 1 2 --out benchmarks/results/worker_scaling.md
+    python benchmarks/worker_scaling.py --device cuda --workers 1 2 4   # workers sharing one GPU
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from app.settings import Settings
 from workers.embedded import DEMO_JOB
 
 
-def run_once(spec: dict, workers: int, models_from: Path, database_url: str | None) -> dict:
+def run_once(spec: dict, workers: int, models_from: Path, database_url: str | None,
+             device: str = "cpu") -> dict:
+    """One job's wall time with ``workers`` drain workers, all training on ``device``."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         if (models_from / "models").is_dir():
@@ -45,17 +48,16 @@ def run_once(spec: dict, workers: int, models_from: Path, database_url: str | No
         env = {**os.environ, "SURGICAL_DATA_DIR": str(data_dir), "SURGICAL_AUTH": "false",
                "SURGICAL_DATABASE_URL": settings.database_url, "SURGICAL_TORCH_THREADS": "1"}
         started = time.perf_counter()
-        owner = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--drain",
-                                  "--log-level", "WARNING"], env=env)
+        command = [sys.executable, "-m", "workers.cli", "worker", "--drain", "--device", device,
+                   "--log-level", "WARNING"]
+        owner = subprocess.Popen(command, env=env)
         helpers: list[subprocess.Popen[bytes]] = []
         while len(helpers) < workers - 1:  # helpers join once the owner has set up the study
             with session_scope(factory) as session:
                 job = store.get_job(session, job_id)
                 ready = job.study_ready or job.state != "running" and job.state != "queued"
             if ready:
-                helpers = [subprocess.Popen([sys.executable, "-m", "workers.cli", "worker",
-                                             "--drain", "--log-level", "WARNING"], env=env)
-                           for _ in range(workers - 1)]
+                helpers = [subprocess.Popen(command, env=env) for _ in range(workers - 1)]
             time.sleep(0.2)
         for process in [owner, *helpers]:
             process.wait()
@@ -76,12 +78,15 @@ def main() -> None:
     parser.add_argument("--models-from", type=Path, default=Path(os.environ.get(
         "SURGICAL_DATA_DIR", Path(__file__).resolve().parents[1] / ".cache" / "test-data")))
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: fresh SQLite)")
+    parser.add_argument("--device", default="cpu",
+                        help="where every worker trains: cpu, cuda or cuda:N (several workers "
+                        "on one GPU share it)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worker_scaling.md"))
     args = parser.parse_args()
     spec = json.loads(args.spec.read_text()) if args.spec else DEMO_JOB
     rows = []
     for count in args.workers:
-        row = run_once(spec, count, args.models_from, args.database_url)
+        row = run_once(spec, count, args.models_from, args.database_url, args.device)
         print(row, flush=True)
         rows.append(row)
     base = rows[0]["seconds"]
@@ -90,7 +95,8 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/worker_scaling.py {' '.join(sys.argv[1:])}`  ",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores; database: {'given URL' if args.database_url else 'SQLite'}  ",
+        f"{os.cpu_count()} cores; device {args.device}; database: "
+        f"{'given URL' if args.database_url else 'SQLite'}  ",
         f"Job: `{json.dumps(spec)}`",
         "",
         "| workers | wall time (s) | speed-up | parallel efficiency | state | trials | best part | best val acc |",

@@ -37,7 +37,7 @@ TREE = {
 
 #: Client method -> its parameters (after self), in order
 METHODS = {
-    "__init__": ["base_url", "api_key", "http", "timeout", "retry_for"],
+    "__init__": ["base_url", "api_key", "http", "timeout", "retry_for", "on_retry"],
     "__enter__": [],
     "__exit__": ["exc"],
     "close": [],
