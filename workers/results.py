@@ -270,6 +270,7 @@ def trial_row(trial: FrozenTrial) -> LeaderboardRow:
         best_epoch=ua.get(attrs.BEST_EPOCH),
         trial_number=trial.number,
         val_se=standard_error(trial.value, _n_val(trial)),
+        stop_reason=ua.get(attrs.STOP_REASON),
     )
 
 

@@ -52,6 +52,9 @@ class LeaderboardRow(_Record):
     pareto: bool | None = Field(
         default=None, description="On the Pareto front of val_acc against tuned_share: no other "
         "row is at least as accurate with fewer tuned parameters.")
+    stop_reason: str | None = Field(
+        default=None, description="Why this trial trained fewer epochs than asked (the job's "
+        "time budget ran out, or its loss turned non-finite); None when it ran them all.")
 
 
 class StoppedPart(_Record):

@@ -122,6 +122,10 @@ def test_a_job_with_a_time_budget_starts_no_trial_after_it_and_says_so(sqlite_se
         time_budget.STOPPED)]
     assert all(t.state == TrialState.COMPLETE for t in stopped)
     assert all(len(t.user_attrs[attrs.VAL_ACC_PER_EPOCH]) < 10 for t in stopped)
+    # the leaderboard (each part's best trial) says which of its rows were cut short, and why
+    reasons = {t.number: t.user_attrs.get(attrs.STOP_REASON) for t in trials}
+    assert all(row.stop_reason == reasons[row.trial_number]
+               for row in result.leaderboard if row.trial_number is not None)
 
 
 def test_a_job_whose_data_cannot_be_loaded_fails_fast_with_its_reason(sqlite_service: Service):

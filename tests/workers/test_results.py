@@ -253,3 +253,10 @@ def test_parts_stopped_early_are_reported_with_their_best_epoch_and_never_recomm
     assert {r.label for r in result.leaderboard} == {"no fine-tuning", "block1"}
     assert results.build_result(numbered(trial("block1", 0.6)), GROUPS, baseline=None,
                                 rgn_profile=None).stopped_early == []
+
+
+def test_a_row_cut_short_says_why_and_a_full_one_says_nothing():
+    reason = "stopped after epoch 3 of 10: the job's time budget ran out"
+    cut = results.trial_row(trial("block1", 0.9, **{attrs.STOP_REASON: reason}))
+    full = results.trial_row(trial("block2", 0.8))
+    assert (cut.stop_reason, full.stop_reason) == (reason, None)
