@@ -33,12 +33,17 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
         table.add_column(column, justify="left" if column in ("tuned part", "method") else "right",
                          no_wrap=column == "tuned part")
     best = result.recommendation
+    cut_short: list[str] = []
     for row in result.leaderboard:
         mark = " *" if best is not None and (row.label, row.lr) == (best.label, best.lr) else ""
+        dagger = ""
+        if row.stop_reason:  # ranked on fewer epochs than asked: say so where it is ranked
+            cut_short.append(f"{row.label}: {row.stop_reason}")
+            dagger = "†" * len(cut_short)
         table.add_row(
             row.label + mark, row.method, "—" if row.lr is None else f"{row.lr:g}",
             _val(row.val_acc, row.val_se), _pct(row.test_acc), _pct(row.tuned_share),
-            str(row.best_epoch), _flag(row.within_band), _flag(row.pareto),
+            f"{row.best_epoch}{dagger}", _flag(row.within_band), _flag(row.pareto),
         )
     for part in result.stopped_early:  # tried, stopped early: evidence, never a candidate
         table.add_row(
@@ -56,6 +61,8 @@ def leaderboard_table(result: JobResult, title: str = "leaderboard") -> Table:
         )
         if result.selection is not None:
             table.caption += f"\nwhy: {result.selection.reason}"
+    for i, reason in enumerate(cut_short, start=1):
+        table.caption = (table.caption or "") + f"\n{'†' * i} trained fewer epochs: {reason}"
     if result.stopped_early:
         table.caption = (table.caption or "") + (
             "\nstop: tried, then stopped early by successive halving (epoch: its best / the last "

@@ -75,3 +75,14 @@ def test_parts_stopped_early_are_listed_apart_with_their_best_epoch():
     assert "70.0 ± 3.2" in row and "2/2" in row and "stop" in row
     assert "stopped early by successive halving" in text
     assert "stop" not in _render(JobResult.model_validate(RESULT))
+
+
+def test_a_trial_cut_short_says_why_where_it_is_ranked():
+    body = copy.deepcopy(RESULT)
+    body["leaderboard"][0].update(best_epoch=3, stop_reason="the job's time budget ran out "
+                                  "after epoch 3 of 15")
+    text = _render(JobResult.model_validate(body))
+    row = next(line for line in text.splitlines() if "block1" in line)
+    assert "3†" in row
+    assert "† trained fewer epochs: block1: the job's time budget ran out after epoch 3 of 15" in text
+    assert "†" not in _render(JobResult.model_validate(RESULT))
