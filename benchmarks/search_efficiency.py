@@ -444,7 +444,7 @@ def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run], *,
     ax.axvline(25, color="grey", ls="--", lw=1, label=f"25% of {reference}")
     ax.set_xlabel(f"compute (% of {reference}'s CPU seconds)")
     ax.set_ylabel(f"regret (test accuracy points below {reference}'s pick)")
-    ax.set_title("Search efficiency (diamonds: means)")
+    ax.set_title(f"Search efficiency against {reference} (diamonds: means)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

@@ -19,20 +19,26 @@ def test_quick_run_writes_csv_table_and_plot(tmp_path: Path, builtin_data_dir: P
     out = tmp_path / "se"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"), "--quick", "--out",
-         str(out), "--data-dir", str(builtin_data_dir)],
+         str(out), "--data-dir", str(builtin_data_dir),
+         "--runs", "paper,auto,auto-fixed,tpe,random"],
         cwd=ROOT, capture_output=True, text=True, timeout=580,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with (out / "runs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["run"] for r in rows] == ["grid", "auto", "auto-fixed", "tpe", "random"]
+    assert [r["run"] for r in rows] == ["grid", "paper", "auto", "auto-fixed", "tpe", "random"]
     grid_cpu = float(rows[0]["cpu_seconds"])
     for row in rows[1:]:
         assert float(row["cpu_seconds"]) > 0 and row["test_acc"]
     # tpe and random run until they have spent auto's compute (one trial may overshoot)
-    assert float(rows[3]["cpu_seconds"]) >= float(rows[1]["cpu_seconds"]) and grid_cpu > 0
+    assert float(rows[4]["cpu_seconds"]) >= float(rows[2]["cpu_seconds"]) and grid_cpu > 0
+    # the product's paper strategy: every part (4 groups, all, Auto-RGN) x 5 learning rates
+    assert rows[1]["trials"] == "30" and int(rows[1]["completed"]) >= 20
     # auto orders its first rung by the shift diagnosis, as a job does
     assert "first rung ordered by the diagnosis: ('" in done.stdout
     assert "duplicates trained 0" in done.stdout
-    assert "| auto | 1 |" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert table.count("| auto | 1 |") == 2  # against the 13-cell grid and against paper
+    assert "Against the `paper` strategy" in table
     assert (out / "regret_vs_compute.png").stat().st_size > 0
+    assert (out / "regret_vs_compute_paper.png").stat().st_size > 0
