@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 from selector.builtin.shifts import get_shift  # noqa: E402
 from workers.auto_search import REDUCTION_FACTOR, first_rung, first_rung_epochs  # noqa: E402
+from workers.results import standard_error  # noqa: E402
 
 RUNS_CSV = ROOT / "benchmarks" / "results" / "runs.csv"
 #: The built-in ResNet's groups, as ``discover_groups`` names them.
@@ -66,8 +66,9 @@ class RungOutcome:
 
     @property
     def standard_error(self) -> float:
-        """One binomial standard error of the leader's value at the rung."""
-        return _se(self.leader_at_rung, self.n_val)
+        """One binomial standard error of the leader's value at the rung (the pruner's
+        tolerance, ``workers.results.standard_error``)."""
+        return standard_error(self.leader_at_rung, self.n_val) or 0.0
 
     @property
     def behind(self) -> bool:
@@ -76,11 +77,8 @@ class RungOutcome:
 
     @property
     def matters(self) -> bool:
-        return self.behind and self.winner_final - self.leader_final > _se(self.leader_final, self.n_val)
-
-
-def _se(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n > 0 else 0.0
+        return self.behind and (self.winner_final - self.leader_final
+                                > (standard_error(self.leader_final, self.n_val) or 0.0))
 
 
 def starting_lrs() -> dict[str, float]:

@@ -367,10 +367,9 @@ def write_outputs(out: Path, runs: Sequence[Run], notes: Sequence[str], command:
                          f"{hit.cpu_seconds:.0f} s)")
         lines.append(f"| {shift} | {seed} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    plot(out / "regret_vs_compute.png", runs, grid)
-    paper = references(runs, "paper")
-    if paper:
-        plot(out / "regret_vs_compute_paper.png", runs, paper, reference="paper")
+    plot(out / "regret_vs_compute.png", runs, "grid")
+    if references(runs, "paper"):
+        plot(out / "regret_vs_compute_paper.png", runs, "paper")
 
 
 def references(runs: Sequence[Run], reference: str) -> dict[tuple[str, int], Run]:
@@ -420,13 +419,14 @@ def read_runs(path: Path) -> list[Run]:
                 for r in csv.DictReader(handle)]
 
 
-def plot(path: Path, runs: Sequence[Run], grid: dict[tuple[str, int], Run], *,
-         reference: str = "grid") -> None:
+def plot(path: Path, runs: Sequence[Run], reference: str) -> None:
+    """Regret against compute, both relative to ``reference``'s run of each case."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    grid = references(runs, reference)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     colours = {"grid": "black", "paper": "#636363", "auto": "#e6550d", "auto-fixed": "#fdae6b", "auto-sh": "#8c6d31",
                "auto-async": "#9e9ac8", "auto-tolerant": "#bcbddc", "tpe": "#3182bd",
