@@ -117,9 +117,11 @@ def diagnosis_table(diagnosis: Diagnosis, title: str = "shift diagnosis") -> Tab
         )
     labels = diagnosis.labels
     accuracy = "—" if labels.accuracy is None else f"{100 * labels.accuracy:.1f}%"
+    source = ("" if labels.source_accuracy is None
+              else f" ({100 * labels.source_accuracy:.1f}% on the source data)")
     table.caption = (
         f"tune first: {' > '.join(diagnosis.ranking)} (confidence {diagnosis.confidence:.2f}, "
         f"null: {diagnosis.null})\nuntouched model on the target labels: accuracy {accuracy} at "
-        f"{100 * labels.confidence:.1f}% mean confidence\n{diagnosis.explanation}"
+        f"{100 * labels.confidence:.1f}% mean confidence{source}\n{diagnosis.explanation}"
     )
     return table

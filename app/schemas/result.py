@@ -141,6 +141,11 @@ class DiagnosisLabels(_Record):
     source_accuracy: float | None = None
     source_confidence: float | None = None
     note: str | None = None
+    drop: float | None = Field(default=None, description="Source accuracy - target accuracy "
+                               "(None without labelled source data).")
+    drop_z: float | None = Field(default=None, description="Its two-proportion z.")
+    less_accurate: bool = Field(default=False, description="The drop is significant: with "
+                                "confidently_wrong, the output-level signature.")
 
 
 class Diagnosis(_Record):

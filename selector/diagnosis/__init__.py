@@ -8,11 +8,12 @@ from selector.diagnosis.findings import (
     LayerDivergence,
     ShiftDiagnosis,
 )
-from selector.diagnosis.rule import LABEL_Z, NULL_QUANTILE, RATIO_FLOOR
+from selector.diagnosis.rule import LABEL_LEVEL, NULL_QUANTILE, RATIO_FLOOR, label_z
 
 __all__ = [
     "KINDS",
-    "LABEL_Z",
+    "LABEL_LEVEL",
+    "label_z",
     "NULL_QUANTILE",
     "RATIO_FLOOR",
     "GroupDivergence",

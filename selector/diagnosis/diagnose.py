@@ -31,7 +31,7 @@ from selector.diagnosis.findings import (
     ShiftDiagnosis,
 )
 from selector.diagnosis.moments import PassRecord, record_pass, running_stats_layers, subsample
-from selector.diagnosis.rule import LABEL_Z, NULL_QUANTILE, RATIO_FLOOR, decide, explain, rank_parts
+from selector.diagnosis.rule import NULL_QUANTILE, RATIO_FLOOR, decide, explain, label_z, rank_parts
 from selector.layers.groups import LayerGroup, discover_groups
 from selector.layers.module_types import is_normalisation
 
@@ -143,7 +143,7 @@ def diagnose_shift(model: nn.Module, data: Dataset, *, groups: Sequence[LayerGro
 
     watched_groups = [bool(g.layers) for g in results]
     kind, top, earliest = decide(names, [g.exceeds for g in results], watched_groups,
-                                 labels.confidently_wrong, head)
+                                 labels.labels_moved, head)
     confidence = _stability(top, names, results, group_target, watched_groups, target, src,
                             t_weights, head)
     decisive = next((g for g in results if g.name == earliest), None)
@@ -164,7 +164,9 @@ def diagnose_shift(model: nn.Module, data: Dataset, *, groups: Sequence[LayerGro
             threshold_ratio=(decisive.threshold / decisive.null_mean
                              if decisive and decisive.null_mean > 0 else None),
             reference=reference, previous=previous, accuracy=labels.accuracy,
-            confidence=labels.confidence, null=null, reason=None))
+            confidence=labels.confidence, null=null, reason=None,
+            source_accuracy=labels.source_accuracy,
+            confidently_wrong=labels.confidently_wrong))
 
 
 def _layer_statistics(name: str, module: nn.Module, target: PassRecord, src: PassRecord | None,
@@ -224,6 +226,24 @@ def _gap_z(correct: float, conf: float, n: int, src: PassRecord | None) -> tuple
     return gap, null_gap, (gap - null_gap) / math.sqrt(var)
 
 
+def _drop_z(correct: float, n: int, src: PassRecord | None) -> tuple[float, float] | None:
+    """(source accuracy - target accuracy, its two-proportion z), or None without labelled
+    source data. The source images must be ones the model did not train on (a held-out
+    accuracy), or the drop is overstated."""
+    if src is None or src.correct is None:
+        return None
+    s_acc = float(src.correct.sum()) / src.n
+    drop = s_acc - correct
+    return drop, drop / math.sqrt(_binomial_var(correct, n) + _binomial_var(s_acc, src.n))
+
+
+def _moved(correct: float, conf: float, n: int, src: PassRecord | None) -> tuple[bool, bool]:
+    """(confidently wrong, less accurate) at the Bonferroni level of the tests that run."""
+    drop = _drop_z(correct, n, src)
+    critical = label_z(1 if drop is None else 2)
+    return _gap_z(correct, conf, n, src)[2] > critical, drop is not None and drop[1] > critical
+
+
 def _label_signals(target: PassRecord, src: PassRecord | None) -> LabelSignals:
     conf = float(target.confidence.sum()) / target.n
     s_acc = (float(src.correct.sum()) / src.n if src is not None and src.correct is not None
@@ -233,7 +253,11 @@ def _label_signals(target: PassRecord, src: PassRecord | None) -> LabelSignals:
         return LabelSignals(None, conf, None, 0.0, None, False, s_acc, s_conf, target.label_note)
     acc = float(target.correct.sum()) / target.n
     gap, null_gap, z = _gap_z(acc, conf, target.n, src)
-    return LabelSignals(acc, conf, gap, null_gap, z, z > LABEL_Z, s_acc, s_conf)
+    drop = _drop_z(acc, target.n, src)
+    wrong, less = _moved(acc, conf, target.n, src)
+    return LabelSignals(acc, conf, gap, null_gap, z, wrong, s_acc, s_conf,
+                        drop=drop[0] if drop else None, drop_z=drop[1] if drop else None,
+                        less_accurate=less)
 
 
 def _stability(top: str, names: list[str], results: list[GroupDivergence],
@@ -249,10 +273,7 @@ def _stability(top: str, names: list[str], results: list[GroupDivergence],
     acc = (weights @ target.correct) / n if target.correct is not None else None
     same = 0
     for r in range(len(weights)):
-        wrong = False
-        if acc is not None:
-            _, _, z = _gap_z(float(acc[r]), float(conf[r]), target.n, src)
-            wrong = z > LABEL_Z
-        _, top_r, _ = decide(names, exceeds[r].tolist(), watched, wrong, head)
+        moved = acc is not None and any(_moved(float(acc[r]), float(conf[r]), target.n, src))
+        _, top_r, _ = decide(names, exceeds[r].tolist(), watched, moved, head)
         same += top_r == top
     return same / len(weights)

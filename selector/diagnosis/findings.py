@@ -45,6 +45,12 @@ class LabelSignals:
     ``null_gap`` is the same gap on clean source data (0 without it: a calibrated model);
     ``z`` = (gap - null_gap) / its binomial standard error. ``confidently_wrong`` is the
     output-level signature: z above the one-sided 99% normal point.
+
+    With labelled source data a second test asks the question directly: ``drop`` = source
+    accuracy - target accuracy, ``drop_z`` its two-proportion z, ``less_accurate`` when it is
+    significant. A spurious correlation that breaks (Waterbirds) leaves the model no more sure
+    than right, only less right. With two tests each runs at half the level (Bonferroni), so
+    unshifted data still raises the alarm at most 1% of the time.
     """
 
     accuracy: float | None
@@ -56,6 +62,14 @@ class LabelSignals:
     source_accuracy: float | None = None
     source_confidence: float | None = None
     note: str | None = None
+    drop: float | None = None
+    drop_z: float | None = None
+    less_accurate: bool = False
+
+    @property
+    def labels_moved(self) -> bool:
+        """The output-level signature: either test fired."""
+        return self.confidently_wrong or self.less_accurate
 
 
 @dataclass(frozen=True)

@@ -10,24 +10,35 @@ Rule (fixed before any benchmark ran, never fitted to which part wins):
    shift, so the argmax would point at the last stage). If it is the first watched group, the
    shift is input-level and the first group is the part to tune (the paper's "first block");
    otherwise it is feature-level and that group is the part.
-3. No group exceeds: if the untouched model is confidently wrong (its confidence exceeds its
-   accuracy by more than the null's gap, one-sided 99% z-test) the labels moved: output-level,
-   tune the head. Otherwise: no shift detected.
+3. No group exceeds: if the labels moved, the shift is output-level: tune the head. The labels
+   moved when the untouched model is confidently wrong (its confidence exceeds its accuracy by
+   more than the null's gap) or, given labelled source data, clearly less accurate on the
+   target than on the source (two-proportion test). Each is a one-sided z-test at 1%, at 0.5%
+   when both run (Bonferroni), so unshifted data raises the alarm at most 1% of the time.
+   Otherwise: no shift detected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 
-__all__ = ["NULL_QUANTILE", "RATIO_FLOOR", "LABEL_Z", "decide", "rank_parts", "explain"]
+__all__ = ["NULL_QUANTILE", "RATIO_FLOOR", "LABEL_LEVEL", "label_z", "decide", "rank_parts",
+           "explain"]
 
 NULL_QUANTILE = 0.99
 RATIO_FLOOR = 2.0
-LABEL_Z = 2.326  # one-sided 99% point of the standard normal, the same level as NULL_QUANTILE
+LABEL_LEVEL = 0.01  # the label tests' false-alarm rate together, NULL_QUANTILE's level
+
+
+def label_z(tests: int) -> float:
+    """One-sided critical z of each of ``tests`` label tests (Bonferroni): 2.326 for one, 2.576
+    for two."""
+    return NormalDist().inv_cdf(1.0 - LABEL_LEVEL / tests)
 
 
 def decide(names: Sequence[str], exceeds: Sequence[bool], watched: Sequence[bool],
-           confidently_wrong: bool, head: str) -> tuple[str, str, str | None]:
+           labels_moved: bool, head: str) -> tuple[str, str, str | None]:
     """(kind, top part, earliest exceeding group or None) from the per-group tests."""
     first_watched = next((i for i, w in enumerate(watched) if w), None)
     earliest = next((i for i, (e, w) in enumerate(zip(exceeds, watched, strict=True)) if e and w), None)
@@ -35,7 +46,7 @@ def decide(names: Sequence[str], exceeds: Sequence[bool], watched: Sequence[bool
         if earliest == first_watched:
             return "input", names[0], names[earliest]
         return "feature", names[earliest], names[earliest]
-    if confidently_wrong:
+    if labels_moved:
         return "output", head, None
     return "none", head, None
 
@@ -58,7 +69,8 @@ def rank_parts(names: Sequence[str], top: str | None, kind: str) -> tuple[str, .
 
 def explain(kind: str, top: str, *, earliest: str | None, ratio: float | None,
             threshold_ratio: float | None, reference: str, previous: str | None,
-            accuracy: float | None, confidence: float, null: str, reason: str | None) -> str:
+            accuracy: float | None, confidence: float, null: str, reason: str | None,
+            source_accuracy: float | None = None, confidently_wrong: bool = True) -> str:
     """One or two plain sentences for the user."""
     weak = (" (null: sampling noise only, since no clean source data was given)"
             if null == "analytic" else "")
@@ -79,6 +91,11 @@ def explain(kind: str, top: str, *, earliest: str | None, ratio: float | None,
                   if kind == "feature" and null == "analytic" else "")
         return f"{sentence} The shift looks {kind}-level: tune {top}.{caveat}"
     acc = "unknown" if accuracy is None else f"{accuracy:.0%}"
+    if kind == "output" and not confidently_wrong and source_accuracy is not None:
+        return (f"Feature statistics stay within the unshifted range in every group, but the "
+                f"untouched model is clearly less accurate on the target labels than on the "
+                f"source's ({acc} against {source_accuracy:.0%}): the images look the same, what "
+                f"decides their label changed (a relabelling or a broken shortcut); tune {top}.")
     if kind == "output":
         return (f"Feature statistics stay within the unshifted range in every group{weak}, but the "
                 f"untouched model is confidently wrong (accuracy {acc} at {confidence:.0%} mean "

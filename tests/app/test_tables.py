@@ -86,3 +86,28 @@ def test_a_trial_cut_short_says_why_where_it_is_ranked():
     assert "3†" in row
     assert "† trained fewer epochs: block1: the job's time budget ran out after epoch 3 of 15" in text
     assert "†" not in _render(JobResult.model_validate(RESULT))
+
+
+def test_diagnosis_caption_compares_target_and_source_accuracy() -> None:
+    """The output-level evidence a user reads: accuracy on the target labels next to accuracy on
+    the source data; without source data only the former."""
+    from app.schemas import Diagnosis
+    from app.tables import diagnosis_table
+
+    labels = {"accuracy": 0.8, "confidence": 0.81, "gap": 0.01, "null_gap": 0.0, "z": 0.4,
+              "confidently_wrong": False, "source_accuracy": 0.97, "source_confidence": 0.96,
+              "drop": 0.17, "drop_z": 5.8, "less_accurate": True}
+    body = {"kind": "output", "ranking": ["head", "block3", "all"], "groups": [],
+            "labels": labels, "confidence": 0.99, "explanation": "tune head.",
+            "null": "source-bootstrap", "examples": 200, "source_examples": 200,
+            "forward_passes": 2, "seconds": 0.4}
+    console = Console(width=200, record=True, color_system=None)
+    console.print(diagnosis_table(Diagnosis.model_validate(body)))
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
+    assert "accuracy 80.0% at 81.0% mean confidence (97.0% on the source data)" in text
+    older = {**body, "labels": {k: v for k, v in labels.items()
+                                if k not in ("source_accuracy", "source_confidence", "drop",
+                                             "drop_z", "less_accurate")}}
+    console = Console(width=200, record=True, color_system=None)
+    console.print(diagnosis_table(Diagnosis.model_validate(older)))  # stored before the fields
+    assert "on the source data" not in console.export_text()

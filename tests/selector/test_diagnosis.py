@@ -66,6 +66,10 @@ def test_clean_data_is_no_shift(trained, held_out) -> None:
     diagnosis = diagnose_shift(trained, target, source=source)
     assert diagnosis.kind == "none", diagnosis.explanation
     assert not any(g.exceeds for g in diagnosis.groups)
+    labels = diagnosis.labels
+    assert labels.drop is not None and labels.drop_z is not None
+    assert not labels.less_accurate and not labels.confidently_wrong
+    assert abs(labels.drop) < 0.1
 
 
 @pytest.mark.parametrize("with_source", [True, False])
@@ -93,6 +97,41 @@ def test_label_permutation_is_output(trained, held_out) -> None:
     assert diagnosis.labels.accuracy is not None and diagnosis.labels.accuracy < 0.2
     assert diagnosis.labels.confidently_wrong
     assert not any(g.exceeds for g in diagnosis.groups)
+
+
+def test_partly_relabelled_targets_are_less_accurate_than_the_source(trained, held_out) -> None:
+    """A third of the labels moved: the model is far less accurate than on held-out source
+    digits (the direct test), and without source data the confidently-wrong test alone."""
+    target, source = held_out
+    x, y = target.tensors
+    moved = torch.arange(len(y)) % 3 == 0
+    labels = torch.where(moved, (y + 1) % 10, y)
+    found = diagnose_shift(trained, TensorDataset(x, labels), source=source)
+    assert found.kind == "output" and found.top == "head", found.explanation
+    assert found.labels.less_accurate and found.labels.labels_moved
+    assert found.labels.drop == pytest.approx(found.labels.source_accuracy - found.labels.accuracy)
+    assert 0.2 < found.labels.drop < 0.45
+    bare = diagnose_shift(trained, TensorDataset(x, labels))
+    assert bare.labels.drop is None and bare.labels.drop_z is None
+    assert not bare.labels.less_accurate and bare.labels.confidently_wrong
+
+
+def test_a_model_as_sure_as_it_is_right_but_less_right_than_on_source_is_output() -> None:
+    """The broken-shortcut signature (Waterbirds): calibrated on the target, yet 17 points less
+    accurate than on the source. Only the two-proportion test sees it; each label test runs at
+    0.5% when both do, so together they stay at the 1% level."""
+    from types import SimpleNamespace
+
+    from selector.diagnosis.diagnose import _moved
+    from selector.diagnosis.rule import label_z
+
+    assert label_z(1) == pytest.approx(2.326, abs=1e-3)
+    assert label_z(2) == pytest.approx(2.576, abs=1e-3)
+    source = SimpleNamespace(n=1000, correct=torch.tensor([970.0]),
+                             confidence=torch.tensor([970.0]))
+    assert _moved(0.80, 0.80, 200, source) == (False, True)
+    assert _moved(0.96, 0.96, 200, source) == (False, False)
+    assert _moved(0.80, 0.80, 200, None) == (False, False)  # no source: no accuracy to compare
 
 
 def test_max_examples_and_report_shape(trained, held_out) -> None:
@@ -180,3 +219,14 @@ def test_a_feature_level_finding_without_source_data_says_it_is_unconfirmed():
     assert "Unconfirmed" in explain("feature", "block3", null="analytic", **common)
     assert "Unconfirmed" not in explain("feature", "block3", null="source-bootstrap", **common)
     assert "Unconfirmed" not in explain("input", "block1", null="analytic", **common)
+
+
+def test_the_output_sentence_names_the_test_that_fired():
+    from selector.diagnosis.rule import explain
+
+    common = dict(earliest=None, ratio=None, threshold_ratio=None, reference="", previous=None,
+                  accuracy=0.8, confidence=0.8, null="source-bootstrap", reason=None)
+    less = explain("output", "head", source_accuracy=0.97, confidently_wrong=False, **common)
+    assert "less accurate" in less and "80% against 97%" in less and "tune head" in less
+    wrong = explain("output", "head", source_accuracy=0.97, confidently_wrong=True, **common)
+    assert "confidently wrong" in wrong
