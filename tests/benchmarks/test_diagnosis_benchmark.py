@@ -76,3 +76,8 @@ def test_grid_counts_only_cases_whose_runs_are_all_in(tmp_path: Path) -> None:
     row = {"top": "block1"}
     compare(row, grid[("rotate", 25, 0)])
     assert row["grid_best"] == "block3" and row["agree"] == 0 and row["regret"] == "10.0"
+    assert row["resolved"] == ""  # no test-set size: not judged
+    compare(row, grid[("rotate", 25, 0)], test_images=800)  # 2 SE = 3.5 points
+    assert row["resolved"] == 1
+    compare(row, grid[("rotate", 25, 0)], test_images=80)   # 2 SE = 11.2 points
+    assert row["resolved"] == 0
