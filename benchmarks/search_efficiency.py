@@ -381,7 +381,8 @@ def summary_lines(runs: Sequence[Run], reference: str) -> list[str]:
     """The summary table of every run against one reference (regret to its pick, share of its
     CPU seconds and epochs), over the cases that reference has."""
     ref = references(runs, reference)
-    title = ("the committed grid's 13 cells" if reference == "grid"
+    cells = sorted({r.trials for r in ref.values()})
+    title = (f"the grid's {'/'.join(map(str, cells))} cells" if reference == "grid"
              else "the `paper` strategy (every part at every learning rate of the paper's grid)")
     lines = [f"Against {title}:", "",
              f"| run | cases | within 0.5 pt of {reference} | same part and lr as {reference}'s pick | "
