@@ -237,11 +237,11 @@ def _drop_z(correct: float, n: int, src: PassRecord | None) -> tuple[float, floa
     return drop, drop / math.sqrt(_binomial_var(correct, n) + _binomial_var(s_acc, src.n))
 
 
-def _moved(correct: float, conf: float, n: int, src: PassRecord | None) -> tuple[bool, bool]:
-    """(confidently wrong, less accurate) at the Bonferroni level of the tests that run."""
-    drop = _drop_z(correct, n, src)
+def _moved(gap_z: float, drop: tuple[float, float] | None) -> tuple[bool, bool]:
+    """(confidently wrong, less accurate) from the two label tests' statistics, each at the
+    Bonferroni level of the tests that run (``drop`` is None without labelled source data)."""
     critical = label_z(1 if drop is None else 2)
-    return _gap_z(correct, conf, n, src)[2] > critical, drop is not None and drop[1] > critical
+    return gap_z > critical, drop is not None and drop[1] > critical
 
 
 def _label_signals(target: PassRecord, src: PassRecord | None) -> LabelSignals:
@@ -254,7 +254,7 @@ def _label_signals(target: PassRecord, src: PassRecord | None) -> LabelSignals:
     acc = float(target.correct.sum()) / target.n
     gap, null_gap, z = _gap_z(acc, conf, target.n, src)
     drop = _drop_z(acc, target.n, src)
-    wrong, less = _moved(acc, conf, target.n, src)
+    wrong, less = _moved(z, drop)
     return LabelSignals(acc, conf, gap, null_gap, z, wrong, s_acc, s_conf,
                         drop=drop[0] if drop else None, drop_z=drop[1] if drop else None,
                         less_accurate=less)
@@ -273,7 +273,11 @@ def _stability(top: str, names: list[str], results: list[GroupDivergence],
     acc = (weights @ target.correct) / n if target.correct is not None else None
     same = 0
     for r in range(len(weights)):
-        moved = acc is not None and any(_moved(float(acc[r]), float(conf[r]), target.n, src))
+        moved = False
+        if acc is not None:
+            a = float(acc[r])
+            moved = any(_moved(_gap_z(a, float(conf[r]), target.n, src)[2],
+                               _drop_z(a, target.n, src)))
         _, top_r, _ = decide(names, exceeds[r].tolist(), watched, moved, head)
         same += top_r == top
     return same / len(weights)

@@ -32,14 +32,26 @@ def test_quick_diagnosis_benchmark(tmp_path: Path, builtin_data_dir: Path, mnist
     assert rows["clean"]["grid_best"] == ""
     report = (out / "diagnosis.md").read_text()
     assert "**Agreement:" in report and "| 25/class |" in report
-    # --report-only re-compares the CSV with the grid without diagnosing again: same report
-    (out / "diagnosis.md").write_text(report)
+    # --report-only re-compares the CSV with the grid without diagnosing again: blank the grid
+    # columns and the agreement line, and it restores both from the grid
+    with (out / "diagnosis.csv").open(newline="") as handle:
+        stale = list(csv.DictReader(handle))
+    for row in stale:
+        row.update(grid_best="", agree="", regret="")
+    with (out / "diagnosis.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(stale[0]))
+        writer.writeheader()
+        writer.writerows(stale)
+    (out / "diagnosis.md").write_text(report.replace("**Agreement:", "**Stale:"))
     again = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "diagnosis.py"), "--report-only", "--out",
          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr[-2000:]
     rewritten = (out / "diagnosis.md").read_text()
     assert rewritten.split("\n", 1)[1] == report.split("\n", 1)[1]
+    with (out / "diagnosis.csv").open(newline="") as handle:
+        restored = {row["shift"]: row for row in csv.DictReader(handle)}
+    assert restored["impulse_noise"]["grid_best"] == rows["impulse_noise"]["grid_best"] != ""
 
 
 def _run(shift: str, seed: int, method: str, lr: str, val: float, test: float) -> dict[str, str]:

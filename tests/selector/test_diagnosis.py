@@ -122,16 +122,23 @@ def test_a_model_as_sure_as_it_is_right_but_less_right_than_on_source_is_output(
     0.5% when both do, so together they stay at the 1% level."""
     from types import SimpleNamespace
 
-    from selector.diagnosis.diagnose import _moved
+    from selector.diagnosis.diagnose import _drop_z, _gap_z, _moved
     from selector.diagnosis.rule import label_z
 
     assert label_z(1) == pytest.approx(2.326, abs=1e-3)
     assert label_z(2) == pytest.approx(2.576, abs=1e-3)
     source = SimpleNamespace(n=1000, correct=torch.tensor([970.0]),
                              confidence=torch.tensor([970.0]))
-    assert _moved(0.80, 0.80, 200, source) == (False, True)
-    assert _moved(0.96, 0.96, 200, source) == (False, False)
-    assert _moved(0.80, 0.80, 200, None) == (False, False)  # no source: no accuracy to compare
+
+    def moved(acc: float, conf: float, src: SimpleNamespace | None) -> tuple[bool, bool]:
+        return _moved(_gap_z(acc, conf, 200, src)[2], _drop_z(acc, 200, src))
+
+    assert moved(0.80, 0.80, source) == (False, True)
+    assert moved(0.96, 0.96, source) == (False, False)
+    assert moved(0.80, 0.80, None) == (False, False)  # no source: no accuracy to compare
+    # Bonferroni: a gap z of 2.4 fires alone, not when the second test also runs
+    assert _moved(2.4, None) == (True, False)
+    assert _moved(2.4, (0.0, 0.0)) == (False, False)
 
 
 def test_max_examples_and_report_shape(trained, held_out) -> None:
