@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import heldout_shifts  # noqa: E402  (after the sys.path line above)
+
 if TYPE_CHECKING:  # the engine is imported inside the worker processes, not at start-up
     from selector.builtin.case import Case
 
@@ -168,11 +170,31 @@ def _init_worker() -> None:
     torch.set_flush_denormal(True)
 
 
+def model_name(shift: str) -> str:
+    """The built-in source model a shift (built-in or ``heldout:``) is defined against."""
+    if heldout_shifts.is_heldout(shift):
+        return heldout_shifts.MODEL
+    from selector.builtin.shifts import get_shift
+
+    return get_shift(shift).model_name
+
+
+def num_classes(shift: str) -> int:
+    if heldout_shifts.is_heldout(shift):
+        return heldout_shifts.NUM_CLASSES
+    from selector.builtin.shifts import get_shift
+
+    return get_shift(shift).num_classes
+
+
 @functools.lru_cache(maxsize=4)
 def _case(shift: str, severity: int | None, seed: int, regime: int, n_val: int, n_test: int,
           data_dir: str) -> Case:
     from selector.builtin import load_case
 
+    if heldout_shifts.is_heldout(shift):
+        return heldout_shifts.load_case(shift, seed, severity=severity, n_per_class=regime,
+                                        n_val=n_val, n_test=n_test, data_dir=data_dir)
     return load_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
                      n_test=n_test, data_dir=data_dir)
 
@@ -637,8 +659,6 @@ def estimate(grid: BenchmarkGrid, tasks: Sequence[Task], data_dir: str, workers:
     and cost the planned tasks from it: a run costs the no-fine-tuning evaluation (copy, val
     and test passes) plus epochs x its per-epoch cost; both scale with the number of images,
     so 5- and 2-class shifts are scaled by their class count."""
-    from selector.builtin.shifts import get_shift
-
     _init_worker()
     shift = "impulse_noise"
     severity = grid.severities.get(shift) or 4
@@ -665,7 +685,7 @@ def estimate(grid: BenchmarkGrid, tasks: Sequence[Task], data_dir: str, workers:
     seconds = 0.0
     per_regime: dict[int, float] = defaultdict(float)
     for t in tasks:
-        scale = get_shift(t.shift).num_classes / 10
+        scale = num_classes(t.shift) / 10
         cost = (fixed[t.regime] + (per_epoch[(t.regime, t.method)] * t.epochs
                                    if t.method != NONE else 0.0)) * scale
         seconds += cost
@@ -759,10 +779,12 @@ def grid_from_args(args: argparse.Namespace) -> BenchmarkGrid:
     shifts = {r: tuple(shifts_for.get(r, args.shifts)) for r in args.regimes}
     every = {s for ss in shifts.values() for s in ss}
     known = list_shifts()
-    missing = sorted(s for s in every if s not in known)
+    missing = sorted(s for s in every if s not in known and not heldout_shifts.is_heldout(s))
     if missing:
-        raise SystemExit(f"unknown shifts {missing}; built-in: {sorted(known)}")
-    severities = {s: recommended_severity(s) for s in every}
+        raise SystemExit(f"unknown shifts {missing}; built-in: {sorted(known)}, or "
+                         f"{', '.join(heldout_shifts.PREFIX + n for n in heldout_shifts.HELDOUT)}")
+    severities = {s: heldout_shifts.calibrated_level(s) if heldout_shifts.is_heldout(s)
+                  else recommended_severity(s) for s in every}
     for name, levels in _mapping(args.severity, str, int, "--severity").items():
         if name not in severities:
             raise SystemExit(f"--severity {name}: not among the shifts")
@@ -806,9 +828,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         # Build missing source models once, before the workers race for them.
         from selector.builtin import load_source_model
-        from selector.builtin.shifts import get_shift
 
-        for name in sorted({get_shift(s).model_name for s in grid.all_shifts()}):
+        for name in sorted({model_name(s) for s in grid.all_shifts()}):
             load_source_model(name, data_dir)
         ran = run_all(tasks, args.out / "runs.csv", data_dir, args.workers, args.reuse)
         print(f"ran {ran} runs in {time.perf_counter() - started:.0f} s", flush=True)
