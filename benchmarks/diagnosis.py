@@ -93,6 +93,8 @@ def grid_tests(runs_csvs: Sequence[Path]) -> dict[tuple[str, int, int], dict[str
 
 
 def family(shift: str, kind: str) -> str:
+    if heldout_shifts.on_heldout_model(shift):
+        return "resnet20, " + family(heldout_shifts.builtin_spec(shift).name, kind)
     if heldout_shifts.is_heldout(shift):
         return f"held-out input: {heldout_shifts.get(shift).family}"
     if kind != "input":
@@ -106,7 +108,7 @@ def diagnose_case(shift: str, regime: int, seed: int, data_dir: str) -> dict[str
 
     if heldout_shifts.is_heldout(shift):
         case = heldout_shifts.load_case(shift, seed, n_per_class=regime, data_dir=data_dir)
-        source = heldout_shifts.source_reference(seed, n_per_class=regime)
+        source = heldout_shifts.source_reference(shift, seed, n_per_class=regime)
     else:
         case = load_case("mnist", shift, None, seed, n_per_class=regime, data_dir=data_dir)
         source = source_reference(shift, seed, n_per_class=regime)
@@ -155,12 +157,16 @@ def test_images(shift: str) -> int:
     return TEST_PER_CLASS * num_classes(shift)
 
 
-def time_full_trial(regime: int, data_dir: str, epochs: int) -> float:
-    """CPU seconds of one full fine-tuning trial (all parts) on impulse_noise, seed 0."""
+def time_full_trial(regime: int, data_dir: str, epochs: int, shift: str = "impulse_noise"
+                    ) -> float:
+    """CPU seconds of one full fine-tuning trial (all parts) on ``shift``, seed 0."""
     from selector import surgical_finetune
     from selector.builtin import load_case
 
-    case = load_case("mnist", "impulse_noise", None, 0, n_per_class=regime, data_dir=data_dir)
+    if heldout_shifts.is_heldout(shift):  # the held-out model's trial costs what it costs
+        case = heldout_shifts.load_case(shift, 0, n_per_class=regime, data_dir=data_dir)
+    else:
+        case = load_case("mnist", shift, None, 0, n_per_class=regime, data_dir=data_dir)
     cpu = time.process_time()
     surgical_finetune(case.model, "all", case.train, case.val, case.test, lr=1e-3,
                       epochs=epochs, seed=0, device="cpu", test_each_epoch=False)
@@ -302,7 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"top {row['top']:<7} (no source: {row['nosource_kind']}) "
                       f"{'agree' if row['agree'] == 1 else 'DISAGREE' if row['agree'] == 0 else ''}",
                       flush=True)
-    trial_cpu = {regime: time_full_trial(regime, data_dir, args.epochs) for regime in args.regimes}
+    probe = shifts[0] if heldout_shifts.is_heldout(shifts[0]) else "impulse_noise"
+    trial_cpu = {regime: time_full_trial(regime, data_dir, args.epochs, probe)
+                 for regime in args.regimes}
     wall = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "diagnosis.csv").open("w", newline="") as handle:

@@ -22,7 +22,9 @@ Each has five levels but ``mirror``; the level used is picked as the built-in on
 (``selector.builtin.calibrate.choose_severity``): the untouched source model's accuracy on the
 corrupted target pool (seed 0) closest to 50%. That looks at no fine-tuning result.
 
-Names carry the prefix ``heldout:`` wherever the benchmarks take a shift name.
+Names carry the prefix ``heldout:`` wherever the benchmarks take a shift name. The prefix
+``resnet20:`` puts a built-in shift on the held-out source model instead (``heldout_model.py``);
+this module is where both kinds of name are resolved.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from functools import cache
 
 import numpy as np
 from scipy import ndimage
+
+from benchmarks import heldout_model
 
 PREFIX = "heldout:"
 MODEL = "mnist-resnet"  # every held-out shift corrupts clean digits, the source of mnist-resnet
@@ -132,7 +136,47 @@ HELDOUT: dict[str, HeldoutShift] = {s.name: s for s in (
 
 
 def is_heldout(name: str) -> bool:
-    return name.startswith(PREFIX)
+    """A held-out shift (``heldout:NAME``) or a built-in shift on the held-out model
+    (``resnet20:SHIFT``, ``heldout_model.py``)."""
+    return name.startswith(PREFIX) or on_heldout_model(name)
+
+
+def on_heldout_model(name: str) -> bool:
+    return name.startswith(heldout_model.PREFIX)
+
+
+def builtin_spec(name: str):  # -> selector.builtin.shifts.ShiftSpec
+    """The built-in shift behind ``resnet20:SHIFT``: one defined against the clean digits
+    (the held-out model's source), with a readable error for any other."""
+    from selector.builtin.shifts import SHIFTS
+
+    spec = SHIFTS.get(name.removeprefix(heldout_model.PREFIX))
+    if spec is None or spec.model_name != heldout_model.SOURCE:
+        usable = [n for n, s in SHIFTS.items() if s.model_name == heldout_model.SOURCE]
+        raise SystemExit(f"{name!r}: the held-out model takes a built-in shift of "
+                         f"{heldout_model.SOURCE}'s clean digits: {', '.join(usable)}")
+    return spec
+
+
+def kind(name: str) -> str:
+    return builtin_spec(name).kind if on_heldout_model(name) else "input"
+
+
+def model_name(name: str) -> str:
+    return heldout_model.NAME if on_heldout_model(name) else MODEL
+
+
+def num_classes(name: str) -> int:
+    return builtin_spec(name).num_classes if on_heldout_model(name) else NUM_CLASSES
+
+
+def load_model(name: str, data_dir: str | None = None):  # -> torch.nn.Module
+    """The source model of a held-out case, built and cached on first use."""
+    if on_heldout_model(name):
+        return heldout_model.load(data_dir)
+    from selector.builtin.sources import load_source_model
+
+    return load_source_model(MODEL, data_dir)
 
 
 def get(name: str) -> HeldoutShift:
@@ -167,6 +211,16 @@ def calibration(name: str, data_dir: str | None = None) -> dict[int, float]:
             for s in range(1, levels + 1)}
 
 
+def default_level(name: str, data_dir: str | None = None) -> int | None:
+    """A held-out shift's calibrated level; a built-in shift on the held-out model keeps its
+    built-in level (None if it has none)."""
+    from selector.builtin.shifts import resolve_severity
+
+    if on_heldout_model(name):
+        return resolve_severity(builtin_spec(name).name, None)
+    return calibrated_level(name, data_dir)
+
+
 def calibrated_level(name: str, data_dir: str | None = None) -> int:
     """The level whose untouched accuracy is closest to 50%, as for the built-in shifts."""
     from selector.builtin.calibrate import choose_severity
@@ -178,12 +232,22 @@ def load_case(name: str, seed: int, *, severity: int | None = None, n_per_class:
               n_val: int = 20, n_test: int = 80,
               data_dir: str | None = None):  # -> selector.builtin.case.Case
     """A held-out case built exactly as a built-in input shift's: the whole target pool is
-    corrupted once per (shift, seed), then split by digit with ``sample_splits``.
-    ``severity=None``: the calibrated level."""
+    corrupted once per (shift, seed), then split by digit with ``sample_splits``; a built-in
+    shift on the held-out model is the built-in target data. ``severity=None``: the default
+    level (``default_level``)."""
     from selector.builtin.case import Case
     from selector.builtin.mnist import load_split, sample_splits, to_dataset
-    from selector.builtin.sources import load_source_model
+    from selector.builtin.shifts import target_splits
 
+    if on_heldout_model(name):
+        spec = builtin_spec(name)
+        builtin_level = default_level(name) if severity is None else severity
+        splits = target_splits(spec.name, builtin_level, seed, n_per_class=n_per_class,
+                               n_val=n_val, n_test=n_test)
+        return Case(name="mnist", shift=name, kind=spec.kind, severity=builtin_level, seed=seed,
+                    model=heldout_model.load(data_dir), model_name=heldout_model.NAME,
+                    train=splits.train, val=splits.val, test=splits.test,
+                    num_classes=splits.num_classes)
     level = calibrated_level(name, data_dir) if severity is None else severity
     pool = load_split()
     images = corrupt(pool.pool_images, name, level, seed)
@@ -192,15 +256,17 @@ def load_case(name: str, seed: int, *, severity: int | None = None, n_per_class:
     train, val, test = (to_dataset(images[i], pool.pool_labels[i])
                         for i in (idx.train, idx.val, idx.test))
     return Case(name="mnist", shift=name, kind="input", severity=level, seed=seed,
-                model=load_source_model(MODEL, data_dir), model_name=MODEL, train=train,
+                model=load_model(name, data_dir), model_name=MODEL, train=train,
                 val=val, test=test, num_classes=NUM_CLASSES)
 
 
-def source_reference(seed: int, *, n_per_class: int):  # -> TensorDataset
-    """Clean digits disjoint from the case's training split: the built-in input shifts' null."""
+def source_reference(name: str, seed: int, *, n_per_class: int):  # -> TensorDataset
+    """The null of the diagnosis: clean digits disjoint from the case's training split, as the
+    built-in input shifts have (the built-in shift's own reference on the held-out model)."""
     from selector.builtin import source_reference as builtin_reference
 
-    return builtin_reference("clean", seed, n_per_class=n_per_class)
+    bare = builtin_spec(name).name if on_heldout_model(name) else "clean"
+    return builtin_reference(bare, seed, n_per_class=n_per_class)
 
 
 def main() -> int:

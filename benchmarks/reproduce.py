@@ -171,9 +171,9 @@ def _init_worker() -> None:
 
 
 def model_name(shift: str) -> str:
-    """The built-in source model a shift (built-in or ``heldout:``) is defined against."""
+    """The source model a shift (built-in, ``heldout:`` or ``resnet20:``) is defined against."""
     if heldout_shifts.is_heldout(shift):
-        return heldout_shifts.MODEL
+        return heldout_shifts.model_name(shift)
     from selector.builtin.shifts import get_shift
 
     return get_shift(shift).model_name
@@ -181,7 +181,7 @@ def model_name(shift: str) -> str:
 
 def num_classes(shift: str) -> int:
     if heldout_shifts.is_heldout(shift):
-        return heldout_shifts.NUM_CLASSES
+        return heldout_shifts.num_classes(shift)
     from selector.builtin.shifts import get_shift
 
     return get_shift(shift).num_classes
@@ -783,7 +783,7 @@ def grid_from_args(args: argparse.Namespace) -> BenchmarkGrid:
     if missing:
         raise SystemExit(f"unknown shifts {missing}; built-in: {sorted(known)}, or "
                          f"{', '.join(heldout_shifts.PREFIX + n for n in heldout_shifts.HELDOUT)}")
-    severities = {s: heldout_shifts.calibrated_level(s) if heldout_shifts.is_heldout(s)
+    severities = {s: heldout_shifts.default_level(s) if heldout_shifts.is_heldout(s)
                   else recommended_severity(s) for s in every}
     for name, levels in _mapping(args.severity, str, int, "--severity").items():
         if name not in severities:
@@ -829,8 +829,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Build missing source models once, before the workers race for them.
         from selector.builtin import load_source_model
 
-        for name in sorted({model_name(s) for s in grid.all_shifts()}):
-            load_source_model(name, data_dir)
+        for shift in sorted({model_name(s): s for s in grid.all_shifts()}.values()):
+            if heldout_shifts.is_heldout(shift):
+                heldout_shifts.load_model(shift, data_dir)
+            else:
+                load_source_model(model_name(shift), data_dir)
         ran = run_all(tasks, args.out / "runs.csv", data_dir, args.workers, args.reuse)
         print(f"ran {ran} runs in {time.perf_counter() - started:.0f} s", flush=True)
     title = f"Surgical fine-tuning, built-in MNIST case: {describe_grid(grid)}"

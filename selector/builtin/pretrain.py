@@ -18,6 +18,7 @@ Everything random comes from the given seed, and global RNG state is restored af
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,13 +90,17 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray,
 
 
 def train_source(images: np.ndarray, labels: np.ndarray, num_classes: int,
-                 recipe: PretrainRecipe, seed: int) -> tuple[nn.Module, float]:
-    """Train a fresh source model on 0..255 ``images``; returns it (eval mode) and seconds."""
+                 recipe: PretrainRecipe, seed: int,
+                 build: Callable[[int], nn.Module] = build_model) -> tuple[nn.Module, float]:
+    """Train a fresh source model on 0..255 ``images``; returns it (eval mode) and seconds.
+
+    ``build(num_classes)`` makes the untrained network: the built-in architecture unless a
+    benchmark trains another one with the same recipe (``benchmarks/heldout_model.py``)."""
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        model = build_model(num_classes)
+        model = build(num_classes)
         x, y = to_dataset(images, labels).tensors
         optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                     weight_decay=recipe.weight_decay, nesterov=True)

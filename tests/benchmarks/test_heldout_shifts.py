@@ -95,3 +95,25 @@ def test_a_heldout_case_runs_through_the_reproduction_benchmark(
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].startswith("unknown held-out shift")
+
+
+def test_the_heldout_model_has_the_benchmark_parts_and_trains_by_the_recipe(
+        digits: np.ndarray) -> None:
+    from benchmarks import heldout_model
+    from selector.builtin.pretrain import PretrainRecipe, train_source
+    from selector.layers.groups import discover_groups
+
+    labels = np.arange(len(digits)) % 10
+    model, _ = train_source(digits, labels, 10, PretrainRecipe(epochs=1, batch_size=20),
+                            heldout_model.SEED, build=heldout_model.build)
+    assert (model.depth, model.widths) == (20, (12, 24, 48)) and not model.training
+    assert [g.name for g in discover_groups(model)] == ["block1", "block2", "block3", "head"]
+
+
+def test_builtin_shifts_on_the_heldout_model_resolve_by_name() -> None:
+    assert heldout.is_heldout("resnet20:rotate") and heldout.on_heldout_model("resnet20:rotate")
+    assert (heldout.kind("resnet20:label_flip"), heldout.num_classes("resnet20:label_flip"),
+            heldout.model_name("resnet20:rotate")) == ("output", 10, "heldout-resnet20")
+    assert heldout.default_level("resnet20:rotate") == 3  # the built-in calibrated level
+    with pytest.raises(SystemExit, match="takes a built-in shift of mnist-resnet's clean"):
+        heldout.builtin_spec("resnet20:subpopulation")  # defined on another source model
