@@ -240,7 +240,7 @@ def markdown(rows: Sequence[dict[str, Any]], trial_cpu: dict[int, float], comman
                      f"{_pct(bare, len(group))} |")
     lines += ["", "## Every case", "",
               "| shift | kind | regime | seeds: diagnosed kind / top (source null) | "
-              "no source | group ratios (seed 0) |", "|---|---|---|---|---|---|"]
+              "no source | group ratios (first seed) |", "|---|---|---|---|---|---|"]
     cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         cells[(r["shift"], int(r["regime"]))].append(r)
