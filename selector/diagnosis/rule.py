@@ -89,7 +89,11 @@ def explain(kind: str, top: str, *, earliest: str | None, ratio: float | None,
                   "false alarms on unshifted data for some architectures); clean source images "
                   "(source=, data.source_reference) would settle it."
                   if kind == "feature" and null == "analytic" else "")
-        return f"{sentence} The shift looks {kind}-level: tune {top}.{caveat}"
+        # the measured limit of the paper's taxonomy (benchmarks/README.md, held-out shifts)
+        limit = (" (unless it moves pixels rather than changing how they look: after rotations, "
+                 "flips and warps a later block is usually better, which a search checks)"
+                 if kind == "input" else "")
+        return f"{sentence} The shift looks {kind}-level: tune {top}{limit}.{caveat}"
     acc = "unknown" if accuracy is None else f"{accuracy:.0%}"
     if kind == "output" and not confidently_wrong and source_accuracy is not None:
         return (f"Feature statistics stay within the unshifted range in every group, but the "

@@ -85,6 +85,9 @@ def test_input_statistics_shift_is_input(trained, held_out, with_source: bool) -
     assert diagnosis.null == ("source-bootstrap" if with_source else "analytic")
     assert 0.5 <= diagnosis.confidence <= 1.0
     assert "block1" in diagnosis.explanation
+    # the measured limit of "input-level -> first block" travels with the advice
+    assert "moves pixels rather than changing how they look" in diagnosis.explanation
+    assert diagnosis.explanation.count(". ") == 1  # still two sentences
 
 
 def test_label_permutation_is_output(trained, held_out) -> None:
@@ -94,6 +97,7 @@ def test_label_permutation_is_output(trained, held_out) -> None:
     diagnosis = diagnose_shift(trained, TensorDataset(x, permutation[y]), source=source)
     assert diagnosis.kind == "output", diagnosis.explanation
     assert diagnosis.ranking[0] == "head"
+    assert "moves pixels" not in diagnosis.explanation
     assert diagnosis.labels.accuracy is not None and diagnosis.labels.accuracy < 0.2
     assert diagnosis.labels.confidently_wrong
     assert not any(g.exceeds for g in diagnosis.groups)
