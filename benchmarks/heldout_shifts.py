@@ -260,13 +260,14 @@ def load_case(name: str, seed: int, *, severity: int | None = None, n_per_class:
                 val=val, test=test, num_classes=NUM_CLASSES)
 
 
-def source_reference(name: str, seed: int, *, n_per_class: int):  # -> TensorDataset
+def source_reference(name: str, seed: int, *, n_per_class: int, n_val: int = 20,
+                     n_test: int = 80):  # -> TensorDataset
     """The null of the diagnosis: clean digits disjoint from the case's training split, as the
     built-in input shifts have (the built-in shift's own reference on the held-out model)."""
     from selector.builtin import source_reference as builtin_reference
 
     bare = builtin_spec(name).name if on_heldout_model(name) else "clean"
-    return builtin_reference(bare, seed, n_per_class=n_per_class)
+    return builtin_reference(bare, seed, n_per_class=n_per_class, n_val=n_val, n_test=n_test)
 
 
 def main() -> int:

@@ -61,6 +61,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from app import trial_attrs as attrs  # noqa: E402
+from benchmarks import heldout_shifts  # noqa: E402
 from workers import results  # noqa: E402
 from workers.auto_search import REDUCTION_FACTOR, first_rung_epochs, make_auto_pruner  # noqa: E402
 from workers.objective import TrainingSetup, encode, make_objective, run_spec  # noqa: E402
@@ -169,8 +170,12 @@ def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: 
     from selector import discover_groups
     from selector.builtin import load_case as builtin_case
 
-    case = builtin_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
-                        n_test=n_test, data_dir=data_dir)
+    if heldout_shifts.is_heldout(shift):
+        case = heldout_shifts.load_case(shift, seed, severity=severity, n_per_class=regime,
+                                        n_val=n_val, n_test=n_test, data_dir=data_dir)
+    else:
+        case = builtin_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
+                            n_test=n_test, data_dir=data_dir)
     groups = discover_groups(case.model)
     setup = TrainingSetup(case.model, groups, case.train, case.val, case.test, epochs=epochs,
                           batch_size=64, seed=seed, device="cpu")
@@ -188,7 +193,9 @@ def diagnose_case(case: Any, groups: Sequence[Any], shift: str, seed: int, *, re
     from workers.loading import JobInputs
 
     started = time.process_time()
-    source = source_reference(shift, seed, n_per_class=regime, n_val=n_val, n_test=n_test)
+    reference = (heldout_shifts.source_reference if heldout_shifts.is_heldout(shift)
+                 else source_reference)
+    source = reference(shift, seed, n_per_class=regime, n_val=n_val, n_test=n_test)
     inputs = JobInputs(case.model, list(groups), case.train, case.val, case.test, "benchmark",
                        "cpu", source=source)
     diagnosis, _ = diagnose_job(inputs, seed)
