@@ -117,3 +117,13 @@ def test_builtin_shifts_on_the_heldout_model_resolve_by_name() -> None:
     assert heldout.default_level("resnet20:rotate") == 3  # the built-in calibrated level
     with pytest.raises(SystemExit, match="takes a built-in shift of mnist-resnet's clean"):
         heldout.builtin_spec("resnet20:subpopulation")  # defined on another source model
+
+
+def test_the_search_benchmark_loads_a_heldout_case_with_its_source_null(
+        builtin_data_dir: Path, mnist_resnet) -> None:
+    from benchmarks.search_efficiency import load_search_case
+
+    case = load_search_case("heldout:mirror", 3, regime=5, n_val=2, n_test=4, epochs=1,
+                            severity=None, data_dir=str(builtin_data_dir))
+    assert (case.shift, case.n_val, len(case.setup.train)) == ("heldout:mirror", 20, 50)
+    assert case.diagnosis_ranking is not None and "block1" in case.diagnosis_ranking
