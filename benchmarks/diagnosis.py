@@ -15,8 +15,9 @@ Cost: the diagnosis's CPU seconds over one full fine-tuning trial of the same ca
 15 epochs, lr 1e-3, BN eval), timed in this process on one thread.
 
 ``--shifts heldout:NAME,...`` diagnoses the held-out shifts of ``heldout_shifts.py`` instead
-(never seen while the diagnosis was built); their grid is written by ``reproduce.py`` with the
-same names (``benchmarks/results/diagnosis_heldout/COMMAND.md``).
+(never seen while the diagnosis was built), ``--shifts resnet20:SHIFT,...`` built-in shifts on
+the held-out model of ``heldout_model.py``; their grids are written by ``reproduce.py`` with the
+same names (``benchmarks/results/diagnosis_heldout/README.md``, ``diagnosis_resnet20/``).
 
 No threshold here or in the diagnosis was fitted to the built-in answers (see
 ``selector/diagnosis/rule.py``: a 99% null quantile and a 2x effect floor, fixed beforehand).

@@ -781,8 +781,9 @@ def grid_from_args(args: argparse.Namespace) -> BenchmarkGrid:
     known = list_shifts()
     missing = sorted(s for s in every if s not in known and not heldout_shifts.is_heldout(s))
     if missing:
-        raise SystemExit(f"unknown shifts {missing}; built-in: {sorted(known)}, or "
-                         f"{', '.join(heldout_shifts.PREFIX + n for n in heldout_shifts.HELDOUT)}")
+        raise SystemExit(f"unknown shifts {missing}; built-in: {sorted(known)}; held-out: "
+                         f"{', '.join(heldout_shifts.PREFIX + n for n in heldout_shifts.HELDOUT)}"
+                         f"; or {heldout_shifts.heldout_model.PREFIX}SHIFT (the held-out model)")
     severities = {s: heldout_shifts.default_level(s) if heldout_shifts.is_heldout(s)
                   else recommended_severity(s) for s in every}
     for name, levels in _mapping(args.severity, str, int, "--severity").items():
