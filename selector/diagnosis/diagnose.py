@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -213,28 +214,44 @@ def _binomial_var(p: float, n: int) -> float:
     return max(p * (1.0 - p), floor) / n
 
 
-def _gap_z(correct: float, conf: float, n: int, src: PassRecord | None) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class _SourceRates:
+    """The untouched model's accuracy and mean confidence on labelled source data: the label
+    tests' reference, summed once (the stability bootstrap tests every resample against it)."""
+
+    accuracy: float
+    confidence: float
+    n: int
+
+
+def _source_rates(src: PassRecord | None) -> _SourceRates | None:
+    if src is None or src.correct is None:
+        return None
+    return _SourceRates(float(src.correct.sum()) / src.n, float(src.confidence.sum()) / src.n,
+                        src.n)
+
+
+def _gap_z(correct: float, conf: float, n: int, source: _SourceRates | None
+           ) -> tuple[float, float, float]:
     """(gap, null gap, z) for the confidently-wrong test."""
     gap = conf - correct
     var = _binomial_var(conf, n)
     null_gap = 0.0
-    if src is not None and src.correct is not None:
-        s_acc = float(src.correct.sum()) / src.n
-        s_conf = float(src.confidence.sum()) / src.n
-        null_gap = s_conf - s_acc
-        var += _binomial_var(s_conf, src.n)
+    if source is not None:
+        null_gap = source.confidence - source.accuracy
+        var += _binomial_var(source.confidence, source.n)
     return gap, null_gap, (gap - null_gap) / math.sqrt(var)
 
 
-def _drop_z(correct: float, n: int, src: PassRecord | None) -> tuple[float, float] | None:
+def _drop_z(correct: float, n: int, source: _SourceRates | None) -> tuple[float, float] | None:
     """(source accuracy - target accuracy, its two-proportion z), or None without labelled
     source data. The source images must be ones the model did not train on (a held-out
     accuracy), or the drop is overstated."""
-    if src is None or src.correct is None:
+    if source is None:
         return None
-    s_acc = float(src.correct.sum()) / src.n
-    drop = s_acc - correct
-    return drop, drop / math.sqrt(_binomial_var(correct, n) + _binomial_var(s_acc, src.n))
+    drop = source.accuracy - correct
+    return drop, drop / math.sqrt(_binomial_var(correct, n)
+                                  + _binomial_var(source.accuracy, source.n))
 
 
 def _moved(gap_z: float, drop: tuple[float, float] | None) -> tuple[bool, bool]:
@@ -252,8 +269,9 @@ def _label_signals(target: PassRecord, src: PassRecord | None) -> LabelSignals:
     if target.correct is None:
         return LabelSignals(None, conf, None, 0.0, None, False, s_acc, s_conf, target.label_note)
     acc = float(target.correct.sum()) / target.n
-    gap, null_gap, z = _gap_z(acc, conf, target.n, src)
-    drop = _drop_z(acc, target.n, src)
+    source = _source_rates(src)
+    gap, null_gap, z = _gap_z(acc, conf, target.n, source)
+    drop = _drop_z(acc, target.n, source)
     wrong, less = _moved(z, drop)
     return LabelSignals(acc, conf, gap, null_gap, z, wrong, s_acc, s_conf,
                         drop=drop[0] if drop else None, drop_z=drop[1] if drop else None,
@@ -271,13 +289,14 @@ def _stability(top: str, names: list[str], results: list[GroupDivergence],
     n = weights @ target.chunk_size
     conf = (weights @ target.confidence) / n
     acc = (weights @ target.correct) / n if target.correct is not None else None
+    source = _source_rates(src)
     same = 0
     for r in range(len(weights)):
         moved = False
         if acc is not None:
             a = float(acc[r])
-            moved = any(_moved(_gap_z(a, float(conf[r]), target.n, src)[2],
-                               _drop_z(a, target.n, src)))
+            moved = any(_moved(_gap_z(a, float(conf[r]), target.n, source)[2],
+                               _drop_z(a, target.n, source)))
         _, top_r, _ = decide(names, exceeds[r].tolist(), watched, moved, head)
         same += top_r == top
     return same / len(weights)

@@ -126,15 +126,16 @@ def test_a_model_as_sure_as_it_is_right_but_less_right_than_on_source_is_output(
     0.5% when both do, so together they stay at the 1% level."""
     from types import SimpleNamespace
 
-    from selector.diagnosis.diagnose import _drop_z, _gap_z, _moved
+    from selector.diagnosis.diagnose import _drop_z, _gap_z, _moved, _source_rates, _SourceRates
     from selector.diagnosis.rule import label_z
 
     assert label_z(1) == pytest.approx(2.326, abs=1e-3)
     assert label_z(2) == pytest.approx(2.576, abs=1e-3)
-    source = SimpleNamespace(n=1000, correct=torch.tensor([970.0]),
-                             confidence=torch.tensor([970.0]))
+    source = _source_rates(SimpleNamespace(n=1000, correct=torch.tensor([970.0]),
+                                           confidence=torch.tensor([970.0])))
+    assert source is not None and (source.accuracy, source.confidence) == (0.97, 0.97)
 
-    def moved(acc: float, conf: float, src: SimpleNamespace | None) -> tuple[bool, bool]:
+    def moved(acc: float, conf: float, src: _SourceRates | None) -> tuple[bool, bool]:
         return _moved(_gap_z(acc, conf, 200, src)[2], _drop_z(acc, 200, src))
 
     assert moved(0.80, 0.80, source) == (False, True)
