@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import heldout_shifts  # noqa: E402
-from benchmarks.reproduce import num_classes, read_rows, select  # noqa: E402
+from benchmarks import cases, heldout_shifts  # noqa: E402
+from benchmarks.reproduce import read_rows, select  # noqa: E402
 
 PARTS = ("block1", "block2", "block3", "head")
 GRID_METHODS = ("none", "all", *PARTS)
@@ -105,14 +105,9 @@ def family(shift: str, kind: str) -> str:
 
 def diagnose_case(shift: str, regime: int, seed: int, data_dir: str) -> dict[str, Any]:
     from selector import diagnose_shift
-    from selector.builtin import load_case, source_reference
 
-    if heldout_shifts.is_heldout(shift):
-        case = heldout_shifts.load_case(shift, seed, n_per_class=regime, data_dir=data_dir)
-        source = heldout_shifts.source_reference(shift, seed, n_per_class=regime)
-    else:
-        case = load_case("mnist", shift, None, seed, n_per_class=regime, data_dir=data_dir)
-        source = source_reference(shift, seed, n_per_class=regime)
+    case = cases.load_case(shift, seed, n_per_class=regime, data_dir=data_dir)
+    source = cases.source_reference(shift, seed, n_per_class=regime)
     cpu = time.process_time()
     found = diagnose_shift(case.model, case.train, source=source, seed=seed)
     cpu = time.process_time() - cpu
@@ -155,19 +150,15 @@ def compare(row: dict[str, Any], tests: dict[str, float] | None,
 
 
 def test_images(shift: str) -> int:
-    return TEST_PER_CLASS * num_classes(shift)
+    return TEST_PER_CLASS * cases.num_classes(shift)
 
 
 def time_full_trial(regime: int, data_dir: str, epochs: int, shift: str = "impulse_noise"
                     ) -> float:
     """CPU seconds of one full fine-tuning trial (all parts) on ``shift``, seed 0."""
     from selector import surgical_finetune
-    from selector.builtin import load_case
 
-    if heldout_shifts.is_heldout(shift):  # the held-out model's trial costs what it costs
-        case = heldout_shifts.load_case(shift, 0, n_per_class=regime, data_dir=data_dir)
-    else:
-        case = load_case("mnist", shift, None, 0, n_per_class=regime, data_dir=data_dir)
+    case = cases.load_case(shift, 0, n_per_class=regime, data_dir=data_dir)
     cpu = time.process_time()
     surgical_finetune(case.model, "all", case.train, case.val, case.test, lr=1e-3,
                       epochs=epochs, seed=0, device="cpu", test_each_epoch=False)

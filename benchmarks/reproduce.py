@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import heldout_shifts  # noqa: E402  (after the sys.path line above)
+from benchmarks import cases, heldout_shifts  # noqa: E402  (after the sys.path line above)
 
 if TYPE_CHECKING:  # the engine is imported inside the worker processes, not at start-up
     from selector.builtin.case import Case
@@ -170,33 +170,11 @@ def _init_worker() -> None:
     torch.set_flush_denormal(True)
 
 
-def model_name(shift: str) -> str:
-    """The source model a shift (built-in, ``heldout:`` or ``resnet20:``) is defined against."""
-    if heldout_shifts.is_heldout(shift):
-        return heldout_shifts.model_name(shift)
-    from selector.builtin.shifts import get_shift
-
-    return get_shift(shift).model_name
-
-
-def num_classes(shift: str) -> int:
-    if heldout_shifts.is_heldout(shift):
-        return heldout_shifts.num_classes(shift)
-    from selector.builtin.shifts import get_shift
-
-    return get_shift(shift).num_classes
-
-
 @functools.lru_cache(maxsize=4)
 def _case(shift: str, severity: int | None, seed: int, regime: int, n_val: int, n_test: int,
           data_dir: str) -> Case:
-    from selector.builtin import load_case
-
-    if heldout_shifts.is_heldout(shift):
-        return heldout_shifts.load_case(shift, seed, severity=severity, n_per_class=regime,
-                                        n_val=n_val, n_test=n_test, data_dir=data_dir)
-    return load_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
-                     n_test=n_test, data_dir=data_dir)
+    return cases.load_case(shift, seed, severity=severity, n_per_class=regime, n_val=n_val,
+                           n_test=n_test, data_dir=data_dir)
 
 
 class TrainArgs(TypedDict):
@@ -685,7 +663,7 @@ def estimate(grid: BenchmarkGrid, tasks: Sequence[Task], data_dir: str, workers:
     seconds = 0.0
     per_regime: dict[int, float] = defaultdict(float)
     for t in tasks:
-        scale = num_classes(t.shift) / 10
+        scale = cases.num_classes(t.shift) / 10
         cost = (fixed[t.regime] + (per_epoch[(t.regime, t.method)] * t.epochs
                                    if t.method != NONE else 0.0)) * scale
         seconds += cost
@@ -771,7 +749,7 @@ def _mapping(items: Sequence[str], key: type, value: type, option: str) -> dict[
 
 
 def grid_from_args(args: argparse.Namespace) -> BenchmarkGrid:
-    from selector.builtin import list_shifts, recommended_severity
+    from selector.builtin import list_shifts
 
     shifts_for = _mapping(args.shifts_for, int, str, "--shifts-for")
     seeds_for = _mapping(args.seeds_for, int, int, "--seeds-for")
@@ -784,8 +762,7 @@ def grid_from_args(args: argparse.Namespace) -> BenchmarkGrid:
         raise SystemExit(f"unknown shifts {missing}; built-in: {sorted(known)}; held-out: "
                          f"{', '.join(heldout_shifts.PREFIX + n for n in heldout_shifts.HELDOUT)}"
                          f"; or {heldout_shifts.heldout_model.PREFIX}SHIFT (the held-out model)")
-    severities = {s: heldout_shifts.default_level(s) if heldout_shifts.is_heldout(s)
-                  else recommended_severity(s) for s in every}
+    severities = {s: cases.default_level(s) for s in every}
     for name, levels in _mapping(args.severity, str, int, "--severity").items():
         if name not in severities:
             raise SystemExit(f"--severity {name}: not among the shifts")
@@ -828,13 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     if not args.report_only:
         # Build missing source models once, before the workers race for them.
-        from selector.builtin import load_source_model
-
-        for shift in sorted({model_name(s): s for s in grid.all_shifts()}.values()):
-            if heldout_shifts.is_heldout(shift):
-                heldout_shifts.load_model(shift, data_dir)
-            else:
-                load_source_model(model_name(shift), data_dir)
+        for shift in sorted({cases.model_name(s): s for s in grid.all_shifts()}.values()):
+            cases.prepare_model(shift, data_dir)
         ran = run_all(tasks, args.out / "runs.csv", data_dir, args.workers, args.reuse)
         print(f"ran {ran} runs in {time.perf_counter() - started:.0f} s", flush=True)
     title = f"Surgical fine-tuning, built-in MNIST case: {describe_grid(grid)}"

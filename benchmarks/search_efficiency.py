@@ -61,7 +61,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from app import trial_attrs as attrs  # noqa: E402
-from benchmarks import heldout_shifts  # noqa: E402
+from benchmarks import cases  # noqa: E402
 from workers import results  # noqa: E402
 from workers.auto_search import REDUCTION_FACTOR, first_rung_epochs, make_auto_pruner  # noqa: E402
 from workers.objective import TrainingSetup, encode, make_objective, run_spec  # noqa: E402
@@ -168,14 +168,9 @@ class SearchCase:
 def load_search_case(shift: str, seed: int, *, regime: int, n_val: int, n_test: int,
                      epochs: int, severity: int | None, data_dir: str | None) -> SearchCase:
     from selector import discover_groups
-    from selector.builtin import load_case as builtin_case
 
-    if heldout_shifts.is_heldout(shift):
-        case = heldout_shifts.load_case(shift, seed, severity=severity, n_per_class=regime,
-                                        n_val=n_val, n_test=n_test, data_dir=data_dir)
-    else:
-        case = builtin_case("mnist", shift, severity, seed, n_per_class=regime, n_val=n_val,
-                            n_test=n_test, data_dir=data_dir)
+    case = cases.load_case(shift, seed, severity=severity, n_per_class=regime, n_val=n_val,
+                           n_test=n_test, data_dir=data_dir)
     groups = discover_groups(case.model)
     setup = TrainingSetup(case.model, groups, case.train, case.val, case.test, epochs=epochs,
                           batch_size=64, seed=seed, device="cpu")
@@ -188,14 +183,11 @@ def diagnose_case(case: Any, groups: Sequence[Any], shift: str, seed: int, *, re
                   n_val: int, n_test: int) -> tuple[tuple[str, ...] | None, float]:
     """The ranking a job's diagnosis gives ``auto`` (the workers' ``diagnose_job`` and
     ``auto_order``, with the built-in source reference a job loads) and its CPU seconds."""
-    from selector.builtin import source_reference
     from workers.diagnosing import auto_order, diagnose_job
     from workers.loading import JobInputs
 
     started = time.process_time()
-    reference = (heldout_shifts.source_reference if heldout_shifts.is_heldout(shift)
-                 else source_reference)
-    source = reference(shift, seed, n_per_class=regime, n_val=n_val, n_test=n_test)
+    source = cases.source_reference(shift, seed, n_per_class=regime, n_val=n_val, n_test=n_test)
     inputs = JobInputs(case.model, list(groups), case.train, case.val, case.test, "benchmark",
                        "cpu", source=source)
     diagnosis, _ = diagnose_job(inputs, seed)

@@ -127,3 +127,12 @@ def test_the_search_benchmark_loads_a_heldout_case_with_its_source_null(
                             severity=None, data_dir=str(builtin_data_dir))
     assert (case.shift, case.n_val, len(case.setup.train)) == ("heldout:mirror", 20, 50)
     assert case.diagnosis_ranking is not None and "block1" in case.diagnosis_ranking
+
+
+def test_cases_resolve_every_kind_of_name_the_benchmarks_take() -> None:
+    from benchmarks import cases
+
+    assert [cases.model_name(s) for s in ("subpopulation", "resnet20:shear", "heldout:mirror")] \
+        == ["mnist-resnet-subpop", "heldout-resnet20", "mnist-resnet"]
+    assert [cases.num_classes(s) for s in ("spurious", "resnet20:label_flip")] == [2, 10]
+    assert [cases.default_level(s) for s in ("rotate", "resnet20:rotate", "stripe")] == [3, 3, None]
